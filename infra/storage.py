@@ -1,0 +1,198 @@
+"""All bytes in and out of the factory go through here, over fsspec URLs.
+
+`file://` (or a plain path) is the embedded default, `s3://` works with the same code
+(s3fs; endpoint and credentials from the environment). `pkgdata://PACKAGE/PATH` reads a
+file shipped inside an installed Python package (the demo's photos).
+
+Writes are atomic: a reader sees the old bytes or the new bytes, never half a file. On a
+local disk that is a write to a temporary name and a rename; an S3 PUT is atomic already.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import io
+import os
+import posixpath
+import uuid
+import warnings
+from pathlib import Path
+
+import fsspec
+import numpy as np
+from PIL import Image, ImageOps
+
+from infra.errors import BadInput
+
+# A decompression bomb is refused before decoding: 64 megapixels is far above any photo
+# a concept needs and far below what would exhaust memory.
+MAX_PIXELS = 64_000_000
+
+
+def resolve(uri: str) -> str:
+    """Normalise a URI: plain paths become absolute file:// URLs, pkgdata:// becomes a path."""
+    if uri.startswith("pkgdata://"):
+        package, _, rel = uri[len("pkgdata://") :].partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise BadInput(uri, f"package {package!r} is not installed")
+        return "file://" + str(Path(list(spec.submodule_search_locations)[0]) / rel)
+    if "://" not in uri:
+        return "file://" + str(Path(uri).expanduser().resolve())
+    return uri
+
+
+def join(base: str, *parts: str) -> str:
+    """Join a URI and relative parts with '/', on any protocol."""
+    base = base.rstrip("/")
+    return "/".join([base, *(p.strip("/") for p in parts)])
+
+
+def relative(uri: str, base: str) -> str:
+    """The part of `uri` below `base` (both resolved), e.g. 'comp/image/s1.png'."""
+    uri, base = resolve(uri), resolve(base).rstrip("/") + "/"
+    if not uri.startswith(base):
+        raise ValueError(f"{uri} is not below {base}")
+    return uri[len(base) :]
+
+
+def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(resolve(uri))
+    return fs, path
+
+
+def exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    """Read a whole object. A missing object is a bad input; other errors are transient."""
+    fs, path = _fs(uri)
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError as err:
+        raise BadInput(uri, "not found") from err
+    except IsADirectoryError as err:
+        raise BadInput(uri, "is a folder, not a file") from err
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole object atomically (temporary name + rename on local disks)."""
+    fs, path = _fs(uri)
+    if fs.protocol in ("file", "local") or "file" in getattr(fs, "protocol", ()):
+        parent = os.path.dirname(path)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def list_files(uri: str) -> list[str]:
+    """Every file below a URI, as URIs with the same protocol."""
+    fs, path = _fs(uri)
+    if not fs.exists(path):
+        return []
+    proto = resolve(uri).split("://", 1)[0]
+    return sorted(f"{proto}://{p}" if proto != "file" else f"file://{p}" for p in fs.find(path))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """Decode bytes into an upright PIL image, refusing what is not a usable photo.
+
+    Respects EXIF orientation, refuses decompression bombs, takes the first frame of an
+    animation, and raises BadInput naming the input for anything undecodable.
+    """
+    if not data:
+        raise BadInput(name, "empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise BadInput(name, f"{w}x{h} is over the {MAX_PIXELS:,} pixel limit")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+    except BadInput:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise BadInput(name, f"decompression bomb refused: {err}") from err
+    except Exception as err:  # PIL raises many types for broken files
+        raise BadInput(name, f"cannot decode image: {type(err).__name__}: {err}") from err
+    if min(img.size) < 8:
+        raise BadInput(name, f"image is {img.size[0]}x{img.size[1]}: too small to use")
+    return img
+
+
+def to_rgb_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """RGB uint8 array, plus the alpha channel in [0,1] when the image has a real one."""
+    alpha = None
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        a = np.asarray(rgba)[..., 3]
+        if a.min() < 250:  # an all-opaque alpha carries no mask
+            alpha = a.astype(np.float32) / 255.0
+        img = rgba
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() or 1.0
+        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
+    if img.mode == "RGBA":
+        # Transparent pixels hold arbitrary colours; flatten on mid grey.
+        rgba = np.asarray(img).astype(np.float32)
+        a = rgba[..., 3:4] / 255.0
+        rgb = rgba[..., :3] * a + 128.0 * (1.0 - a)
+        return rgb.round().astype(np.uint8), alpha
+    return np.asarray(img.convert("RGB")), alpha
+
+
+def read_image(uri: str) -> Image.Image:
+    return decode_image(read_bytes(uri), uri)
+
+
+def read_rgb(uri: str) -> np.ndarray:
+    return to_rgb_alpha(read_image(uri))[0]
+
+
+def read_mask(uri: str) -> np.ndarray:
+    """A soft mask stored as 8-bit greyscale PNG, returned as float32 in [0,1]."""
+    img = read_image(uri)
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 RGB/greyscale array, or a float mask in [0,1].
+
+    Deterministic: no timestamps or other metadata, fixed compression level.
+    """
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def write_png(uri: str, arr: np.ndarray) -> str:
+    """Write an array as PNG atomically; returns the sha256 of the bytes written."""
+    data = encode_png(arr)
+    write_bytes(uri, data)
+    return sha256(data)
+
+
+def basename(uri: str) -> str:
+    return posixpath.basename(uri.rstrip("/"))

@@ -1,0 +1,327 @@
+"""The records every part of the factory passes around: one module, imported everywhere.
+
+Records are small pydantic models: ids, numbers, text and storage URIs. Never pixels,
+tensors or models (DESIGN.md §4: tasks pass references, not pixels).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+# A safe path segment: starts with a letter or digit, then letters, digits, '.', '_', '-'.
+# This excludes '/', '..', leading dots, whitespace, control characters and unicode that
+# could normalise into any of those on another file system.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_TOKEN = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_-]{0,62}>")
+MAX_CONCEPTS = 5
+MIN_CONCEPTS = 2
+
+
+def _check_safe_id(value: str) -> str:
+    if not isinstance(value, str) or not _SAFE_ID.fullmatch(value) or ".." in value:
+        shown = value.encode("unicode_escape").decode("ascii") if isinstance(value, str) else value
+        raise ValueError(
+            f"id {shown!r} is not a safe path segment: use 1-64 of letters, digits, "
+            "'.', '_', '-', starting with a letter or digit, with no '..'"
+        )
+    return value
+
+
+SafeId = Annotated[str, AfterValidator(_check_safe_id)]
+
+
+class Record(BaseModel):
+    """Base of every record: unknown fields are errors (a typo in a config must not pass)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# --------------------------------------------------------------------------- concepts
+
+
+class Concept(Record):
+    """One of the user's objects: the token it is learnt as and its source photos."""
+
+    id: SafeId
+    category: str = Field(description="the category word a detector or a caption uses, e.g. 'cat'")
+    token: str = Field(description="the concept token in captions, e.g. '<chelsea>'")
+    photos: list[str] = Field(min_length=1, description="URIs of the source photos")
+
+    @field_validator("category")
+    @classmethod
+    def _category_is_words(cls, v: str) -> str:
+        v = unicodedata.normalize("NFC", v).strip()
+        if not v or any(unicodedata.category(ch)[0] == "C" for ch in v) or len(v) > 64:
+            raise ValueError(f"category {v!r} must be 1-64 printable characters")
+        return v
+
+    @field_validator("token")
+    @classmethod
+    def _token_shape(cls, v: str) -> str:
+        if not _TOKEN.fullmatch(v):
+            raise ValueError(f"token {v!r} must look like '<name>' (letters, digits, '_', '-')")
+        return v
+
+
+class Composition(Record):
+    """A set of 2 to 5 concepts composed together, and how many samples to make of it."""
+
+    id: SafeId
+    concepts: list[SafeId]
+    samples: int = Field(default=8, ge=1, le=10_000)
+    scenes: list[str] = Field(
+        default_factory=list,
+        description="background scenes to draw from; empty: the planner picks by category",
+    )
+
+    @field_validator("concepts")
+    @classmethod
+    def _two_to_five_distinct(cls, v: list[str]) -> list[str]:
+        if len(v) != len(set(v)):
+            dup = sorted({c for c in v if v.count(c) > 1})
+            raise ValueError(f"concepts {v} repeat {dup}: each concept appears once")
+        if not MIN_CONCEPTS <= len(v) <= MAX_CONCEPTS:
+            raise ValueError(
+                f"concepts {v} has {len(v)} concepts: a composition holds "
+                f"{MIN_CONCEPTS} to {MAX_CONCEPTS}"
+            )
+        return v
+
+
+# --------------------------------------------------------------------------- layout
+
+
+class Box(Record):
+    """Where one concept goes on the canvas, in canvas pixels (x, y: top-left corner)."""
+
+    concept: SafeId
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return self.w * self.h
+
+    def iou(self, other: "Box") -> float:
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union else 0.0
+
+
+class LayoutPlan(Record):
+    """One planned sample: boxes, background scene, seed and which source photo per concept."""
+
+    composition: SafeId
+    index: int = Field(ge=0)
+    canvas: int = Field(gt=0)
+    boxes: list[Box] = Field(min_length=1)
+    scene: str = Field(min_length=1)
+    seed: int = Field(ge=0)
+    photos: dict[str, str] = Field(description="concept id -> URI of the source photo used")
+
+    @model_validator(mode="after")
+    def _boxes_on_canvas(self) -> "LayoutPlan":
+        for i, b in enumerate(self.boxes):
+            field = f"boxes[{i}] ({b.concept})"
+            if b.w <= 0 or b.h <= 0:
+                raise ValueError(f"{field}: zero or negative area (w={b.w}, h={b.h})")
+            if b.x < 0 or b.y < 0 or b.x + b.w > self.canvas or b.y + b.h > self.canvas:
+                raise ValueError(
+                    f"{field}: box x={b.x}, y={b.y}, w={b.w}, h={b.h} lies off the "
+                    f"{self.canvas}x{self.canvas} canvas"
+                )
+        ids = [b.concept for b in self.boxes]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"boxes name a concept twice: {ids}")
+        missing = set(ids) - set(self.photos)
+        if missing:
+            raise ValueError(f"photos: no source photo chosen for {sorted(missing)}")
+        return self
+
+
+# --------------------------------------------------------------------------- samples
+
+Status = Literal["planned", "kept", "dropped", "failed"]
+
+
+class Reason(Record):
+    """Why a sample was dropped or failed: a short code to group by, and the detail."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    stage: str
+    detail: str
+
+
+class Sample(Record):
+    """One generated image and everything known about it; failures are data, not exceptions."""
+
+    id: SafeId
+    composition: SafeId
+    concepts: list[SafeId]
+    tokens: list[str]
+    plan: LayoutPlan
+    uris: dict[str, str] = Field(default_factory=dict, description="stage -> output URI")
+    hashes: dict[str, str] = Field(default_factory=dict, description="stage -> sha256 of output")
+    caption: str | None = None
+    status: Status = "planned"
+    reasons: list[Reason] = Field(default_factory=list)
+    measures: dict[str, float] = Field(
+        default_factory=dict, description="numbers the filter decides on, e.g. visible.<id>"
+    )
+    seconds: dict[str, float] = Field(default_factory=dict, description="stage -> seconds")
+
+    @property
+    def alive(self) -> bool:
+        """Still going through the stages (not dropped or failed yet)."""
+        return self.status in ("planned", "kept")
+
+    def drop(self, code: str, stage: str, detail: str) -> None:
+        self.status = "dropped"
+        self.reasons.append(Reason(code=code, stage=stage, detail=detail))
+
+    def fail(self, code: str, stage: str, detail: str) -> None:
+        self.status = "failed"
+        self.reasons.append(Reason(code=code, stage=stage, detail=detail))
+
+
+class CompositionStats(Record):
+    """Per-composition counts and timings, written before the manifest."""
+
+    composition: SafeId
+    planned: int
+    kept: int
+    dropped: int
+    failed: int
+    reasons: dict[str, int] = Field(default_factory=dict, description="reason code -> samples")
+    seconds: dict[str, float] = Field(default_factory=dict, description="stage -> total seconds")
+    shard: str = Field(description="URI of the composition's samples.jsonl")
+    shard_sha256: str
+
+
+class Manifest(Record):
+    """The commit record of a dataset version: written last; readers trust only what it lists."""
+
+    dataset: SafeId
+    version: SafeId
+    uri: str
+    created: datetime
+    config_sha256: str
+    packages: dict[str, str]
+    compositions: list[CompositionStats]
+    files: dict[str, str] = Field(description="relative path -> sha256 of the published files")
+    kept: int
+    dropped: int
+    failed: int
+    planned: int
+
+
+# --------------------------------------------------------------------------- configs
+
+Backend = str  # "offline" today; real backends register more names (see models/registry.py)
+
+
+class StageConfig(Record):
+    """Which backend a stage uses and its options; `options` go to the backend unchanged."""
+
+    backend: Backend = "offline"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class FilterConfig(Record):
+    backend: Backend = "rules"
+    min_visible: float = Field(
+        default=0.5, gt=0, le=1, description="visible share of each object's own mask"
+    )
+    min_box_fill: float = Field(
+        default=0.08, ge=0, le=1, description="visible object pixels over its box area"
+    )
+    min_image_std: float = Field(default=8.0, ge=0, description="grey-level std of the image")
+    max_flat_share: float = Field(
+        default=0.25, gt=0, le=1, description="largest share of the image in one flat colour"
+    )
+
+
+class StagesConfig(Record):
+    plan: StageConfig = StageConfig()
+    segment: StageConfig = StageConfig()
+    repaint: StageConfig = StageConfig()
+    caption: StageConfig = StageConfig(backend="template")
+    filter: FilterConfig = FilterConfig()
+
+
+class RunConfig(Record):
+    """Execution settings: where to write, how hard to retry, how wide to run."""
+
+    out: str | None = Field(default=None, description="dataset URI; default data/{name}/{version}")
+    workers: int = Field(default=2, ge=1, le=256)
+    retries: int = Field(default=3, ge=0, le=20)
+    retry_delay_seconds: float = Field(default=2.0, ge=0)
+    cache: bool = True
+
+
+class DatasetConfig(Record):
+    """A dataset recipe: concepts, compositions, canvas, stage backends, run settings."""
+
+    name: SafeId
+    version: SafeId = "v1"
+    seed: int = Field(default=0, ge=0)
+    canvas: int = Field(default=1024, ge=64, le=4096, description="square canvas side (pixels)")
+    max_iou: float = Field(default=0.15, ge=0, lt=1, description="planner: largest box overlap")
+    concepts: list[Concept] = Field(min_length=2)
+    compositions: list[Composition] = Field(min_length=1)
+    stages: StagesConfig = StagesConfig()
+    run: RunConfig = RunConfig()
+
+    @field_validator("concepts")
+    @classmethod
+    def _unique_concepts(cls, v: list[Concept], info: ValidationInfo) -> list[Concept]:
+        for attr in ("id", "token"):
+            seen: dict[str, str] = {}
+            for c in v:
+                key = getattr(c, attr)
+                if key in seen:
+                    raise ValueError(f"concept {c.id!r}: {attr} {key!r} is already used by {seen[key]!r}")
+                seen[key] = c.id
+        return v
+
+    @model_validator(mode="after")
+    def _compositions_known(self) -> "DatasetConfig":
+        known = {c.id for c in self.concepts}
+        seen: set[str] = set()
+        for comp in self.compositions:
+            if comp.id in seen:
+                raise ValueError(f"compositions: id {comp.id!r} is used twice")
+            seen.add(comp.id)
+            unknown = [c for c in comp.concepts if c not in known]
+            if unknown:
+                raise ValueError(
+                    f"composition {comp.id!r}: unknown concept ids {unknown}; known: {sorted(known)}"
+                )
+        return self
+
+    def concept(self, concept_id: str) -> Concept:
+        for c in self.concepts:
+            if c.id == concept_id:
+                return c
+        raise KeyError(concept_id)
+
+    @property
+    def out(self) -> str:
+        return self.run.out or f"data/{self.name}/{self.version}"
