@@ -94,6 +94,11 @@ def write_bytes(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def remove(uri: str) -> None:
+    fs, path = _fs(uri)
+    fs.rm_file(path)
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

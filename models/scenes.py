@@ -9,7 +9,7 @@ Scenes are keyed by category so a cat lands in a living room and a motorcycle on
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -20,21 +20,25 @@ class Scene:
     ground: tuple[tuple[int, int, int], tuple[int, int, int]]  # far and near colour
     ground_texture: str  # a skimage texture: grass, gravel, brick, or "wood" / "plain"
     upper_texture: str = "plain"  # "plain", "brick" (a wall), "sky" (clouds)
+    # What the offline repainter draws at the horizon so the scene reads at a glance:
+    # "skirting" (a room's baseboard), "table_edge", "sidewalk" (pavement and kerb in front
+    # of a building), "hedge", "hills", "dunes", "sea" (water between sky and sand), "none".
+    detail: str = "none"
 
 
 SCENES: dict[str, Scene] = {
     s.text: s
     for s in [
-        Scene("in a living room", 0.55, ((214, 200, 178), (190, 172, 148)), ((120, 84, 56), (92, 62, 40)), "wood"),
-        Scene("on a kitchen table", 0.45, ((226, 222, 210), (200, 194, 180)), ((150, 108, 70), (118, 82, 52)), "wood"),
-        Scene("in a garden", 0.45, ((150, 196, 236), (210, 228, 240)), ((92, 140, 60), (60, 104, 40)), "grass", "sky"),
-        Scene("on the grass", 0.35, ((160, 200, 238), (220, 232, 242)), ((100, 150, 64), (64, 112, 42)), "grass", "sky"),
-        Scene("on a city street", 0.5, ((176, 150, 130), (150, 130, 116)), ((112, 112, 116), (84, 84, 88)), "gravel", "brick"),
-        Scene("in a desert", 0.5, ((120, 170, 226), (230, 216, 190)), ((214, 178, 128), (190, 150, 100)), "gravel", "sky"),
-        Scene("on a beach", 0.5, ((110, 170, 230), (200, 224, 240)), ((226, 206, 160), (206, 184, 136)), "gravel", "sky"),
-        Scene("in an office", 0.55, ((208, 212, 214), (186, 190, 194)), ((110, 110, 120), (88, 88, 98)), "plain"),
-        Scene("in a museum hall", 0.6, ((232, 226, 214), (210, 202, 188)), ((170, 160, 146), (140, 130, 118)), "plain", "brick"),
-        Scene("at a launch site", 0.55, ((96, 150, 214), (190, 210, 230)), ((140, 136, 128), (110, 106, 100)), "gravel", "sky"),
+        Scene("in a living room", 0.55, ((214, 200, 178), (190, 172, 148)), ((120, 84, 56), (92, 62, 40)), "wood", detail="skirting"),
+        Scene("on a kitchen table", 0.45, ((226, 222, 210), (200, 194, 180)), ((150, 108, 70), (118, 82, 52)), "wood", detail="table_edge"),
+        Scene("in a garden", 0.45, ((150, 196, 236), (210, 228, 240)), ((92, 140, 60), (60, 104, 40)), "grass", "sky", detail="hedge"),
+        Scene("on the grass", 0.35, ((160, 200, 238), (220, 232, 242)), ((100, 150, 64), (64, 112, 42)), "grass", "sky", detail="hills"),
+        Scene("on a city street", 0.5, ((176, 150, 130), (150, 130, 116)), ((112, 112, 116), (84, 84, 88)), "gravel", "brick", detail="sidewalk"),
+        Scene("in a desert", 0.5, ((120, 170, 226), (230, 216, 190)), ((214, 178, 128), (190, 150, 100)), "gravel", "sky", detail="dunes"),
+        Scene("on a beach", 0.5, ((110, 170, 230), (200, 224, 240)), ((226, 206, 160), (206, 184, 136)), "gravel", "sky", detail="sea"),
+        Scene("in an office", 0.55, ((208, 212, 214), (186, 190, 194)), ((110, 110, 120), (88, 88, 98)), "plain", detail="skirting"),
+        Scene("in a museum hall", 0.6, ((232, 226, 214), (210, 202, 188)), ((170, 160, 146), (140, 130, 118)), "plain", "brick", detail="skirting"),
+        Scene("at a launch site", 0.55, ((96, 150, 214), (190, 210, 230)), ((140, 136, 128), (110, 106, 100)), "gravel", "sky", detail="hills"),
     ]
 }
 
@@ -70,4 +74,4 @@ def scene(text: str) -> Scene:
     names = sorted(SCENES)
     pick = int(hashlib.sha256(text.encode()).hexdigest(), 16) % len(names)
     base = SCENES[names[pick]]
-    return Scene(text, base.horizon, base.upper, base.ground, base.ground_texture, base.upper_texture)
+    return replace(base, text=text)

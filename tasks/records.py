@@ -32,9 +32,9 @@ MIN_CONCEPTS = 2
 
 def _check_safe_id(value: str) -> str:
     if not isinstance(value, str) or not _SAFE_ID.fullmatch(value) or ".." in value:
-        shown = value.encode("unicode_escape").decode("ascii") if isinstance(value, str) else value
+        # ascii() escapes control and non-ASCII characters so the message stays readable.
         raise ValueError(
-            f"id {shown!r} is not a safe path segment: use 1-64 of letters, digits, "
+            f"id {ascii(value)} is not a safe path segment: use 1-64 of letters, digits, "
             "'.', '_', '-', starting with a letter or digit, with no '..'"
         )
     return value
@@ -117,12 +117,18 @@ class Box(Record):
     def area(self) -> int:
         return self.w * self.h
 
-    def iou(self, other: "Box") -> float:
-        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
-        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
-        inter = ix * iy
-        union = self.area + other.area - inter
-        return inter / union if union else 0.0
+    @property
+    def xywh(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.w, self.h)
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ix = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union else 0.0
 
 
 class LayoutPlan(Record):
@@ -201,6 +207,23 @@ class Sample(Record):
         self.reasons.append(Reason(code=code, stage=stage, detail=detail))
 
 
+class Cutout(Record):
+    """One source photo's segmentation: a soft mask cached by the photo's content hash."""
+
+    photo: str
+    photo_sha256: str | None = None
+    mask: str | None = Field(default=None, description="URI of the soft mask (8-bit PNG)")
+    bbox: tuple[int, int, int, int] | None = Field(
+        default=None, description="(x, y, w, h) of the object in photo pixels"
+    )
+    coverage: float = Field(default=0.0, description="mask mean over the photo")
+    error: Reason | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and self.mask is not None and self.bbox is not None
+
+
 class CompositionStats(Record):
     """Per-composition counts and timings, written before the manifest."""
 
@@ -211,8 +234,11 @@ class CompositionStats(Record):
     failed: int
     reasons: dict[str, int] = Field(default_factory=dict, description="reason code -> samples")
     seconds: dict[str, float] = Field(default_factory=dict, description="stage -> total seconds")
-    shard: str = Field(description="URI of the composition's samples.jsonl")
+    shard: str = Field(description="path of the composition's samples.jsonl, dataset-relative")
     shard_sha256: str
+    images: dict[str, str] = Field(
+        default_factory=dict, description="published image path (dataset-relative) -> sha256"
+    )
 
 
 class Manifest(Record):
@@ -226,6 +252,9 @@ class Manifest(Record):
     packages: dict[str, str]
     compositions: list[CompositionStats]
     files: dict[str, str] = Field(description="relative path -> sha256 of the published files")
+    unusable_photos: dict[str, str] = Field(
+        default_factory=dict, description="photo URI -> why it could not be used"
+    )
     kept: int
     dropped: int
     failed: int
@@ -245,16 +274,21 @@ class StageConfig(Record):
 
 
 class FilterConfig(Record):
+    """The rule filter's limits; a sample breaking any of them is dropped with the reason."""
+
     backend: Backend = "rules"
-    min_visible: float = Field(
-        default=0.5, gt=0, le=1, description="visible share of each object's own mask"
+    max_occlusion: float = Field(
+        default=0.4, ge=0, le=1, description="largest hidden share of an object's own mask"
     )
-    min_box_fill: float = Field(
-        default=0.08, ge=0, le=1, description="visible object pixels over its box area"
+    min_visible_area: float = Field(
+        default=0.15, ge=0, le=1, description="smallest visible object area over its box area"
     )
-    min_image_std: float = Field(default=8.0, ge=0, description="grey-level std of the image")
+    min_image_std: float = Field(default=12.0, ge=0, description="smallest grey-level std")
     max_flat_share: float = Field(
-        default=0.25, gt=0, le=1, description="largest share of the image in one flat colour"
+        default=0.2, gt=0, le=1, description="largest share of the image in one exact colour"
+    )
+    max_hole_share: float = Field(
+        default=0.01, ge=0, le=1, description="largest share of near-black background pixels"
     )
 
 

@@ -1,0 +1,110 @@
+"""The `gen4gen` command.
+
+    gen4gen generate CONFIG [--out URI] [--workers N] [--no-cache] [--verbose]
+
+Shows a progress bar while the flow runs and a summary table at the end. The exit code is
+0 when the run completed (dropped or failed samples are results, not errors), 1 when the
+run itself failed, 2 for an unusable recipe or command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+
+def _quiet_prefect(verbose: bool) -> None:
+    # Set before Prefect is imported: its settings are read once.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gen4gen", description="The Gen4Gen data factory")
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="generate and publish a dataset from a recipe")
+    gen.add_argument("config", help="dataset recipe (YAML path or URI)")
+    gen.add_argument("--out", help="dataset URI (default: the recipe's run.out)")
+    gen.add_argument("--workers", type=int, help="compositions processed side by side")
+    gen.add_argument("--no-cache", action="store_true", help="recompute every stage")
+    gen.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    args = parser.parse_args(argv)
+    _quiet_prefect(args.verbose)
+    if args.command == "generate":
+        return _generate(args)
+    return 2
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from infra.config import ConfigError, load_config
+
+    console = Console(stderr=True)
+    try:
+        config = load_config(args.config, args.out)
+        run = config.run.model_copy(
+            update={k: v for k, v in (("workers", args.workers), ("cache", False if args.no_cache else None)) if v is not None}
+        )
+        config = config.model_copy(update={"run": run})
+        from flows.generate import check_backends
+
+        check_backends(config)
+    except (ConfigError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        return 2
+
+    from flows.generate import run_generate
+    from infra import progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    stages = ("composite", "repaint", "caption", "filter")
+    total = sum(c.samples for c in config.compositions) * len(stages)
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as bar:
+        job = bar.add_task(f"{config.name}: samples x stages", total=total)
+        stop = progress.listen(lambda comp, stage, n: bar.advance(job, n) if stage in stages else None)
+        try:
+            manifest = run_generate(config, config.out)
+        except Exception as err:  # the run failed: say why, exit non-zero
+            console.print(f"[red]run failed:[/red] {type(err).__name__}: {err}", highlight=False)
+            return 1
+        finally:
+            stop()
+    _summary(console, manifest, time.perf_counter() - start)
+    print(manifest.uri)
+    return 0
+
+
+def _summary(console, manifest, seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{manifest.dataset} {manifest.version}: {manifest.kept} kept of {manifest.planned}")
+    for col in ("composition", "planned", "kept", "dropped", "failed", "reasons", "seconds"):
+        table.add_column(col, justify="right" if col not in ("composition", "reasons") else "left")
+    for st in manifest.compositions:
+        reasons = ", ".join(f"{k} {v}" for k, v in st.reasons.items()) or "-"
+        table.add_row(
+            st.composition, str(st.planned), str(st.kept), str(st.dropped), str(st.failed), reasons,
+            f"{sum(st.seconds.values()):.1f}",
+        )
+    console.print(table)
+    for photo, why in manifest.unusable_photos.items():
+        console.print(f"[yellow]unusable photo[/yellow] {why}", highlight=False)
+    console.print(
+        f"wall time {seconds:.1f} s. Dataset: {manifest.uri}\n"
+        f"  load it: datasets.load_dataset('imagefolder', data_dir='{manifest.uri.removeprefix('file://')}')",
+        highlight=False,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The generate flow: a dataset recipe -> a published dataset version. Wiring only.
+
+segment (per concept) -> plan (all compositions) -> per composition:
+composite -> repaint -> caption -> filter -> collect; then publish (manifest last) and
+the `dataset.published` event. Compositions run side by side on the task runner.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, unmapped
+from prefect.events import emit_event
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.tasks import exponential_backoff
+
+from infra.caching import STAGE_CACHE, result_storage_for
+from infra.config import load_config
+from models import registry
+from tasks.caption import caption_task
+from tasks.composite import composite_task
+from tasks.filter import filter_task
+from tasks.plan import plan_task
+from tasks.publish import collect_task, publish_task
+from tasks.records import DatasetConfig, Manifest
+from tasks.repaint import repaint_task
+from tasks.segment import cutouts_by_photo, segment_task
+
+PUBLISHED_EVENT = "dataset.published"
+
+
+def check_backends(config: DatasetConfig) -> None:
+    for family in ("plan", "segment", "repaint", "caption"):
+        registry.check(family, getattr(config.stages, family).backend)
+
+
+def task_options(config: DatasetConfig, out: str) -> dict:
+    """Retries with backoff for transient faults; cross-run caching unless turned off."""
+    options: dict = {
+        "retries": config.run.retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=config.run.retry_delay_seconds)
+        if config.run.retry_delay_seconds
+        else 0,
+        "retry_jitter_factor": 0.5 if config.run.retry_delay_seconds else None,
+    }
+    if config.run.cache:
+        options["cache_policy"] = STAGE_CACHE
+        storage = result_storage_for(out)
+        if storage is not None:
+            options["result_storage"] = storage
+    else:
+        options["cache_policy"] = None
+        options["refresh_cache"] = True
+    return options
+
+
+@flow(name="generate", log_prints=True)
+def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
+    """Generate and publish one dataset version from a recipe (a YAML URI or a config)."""
+    cfg = load_config(config, out) if isinstance(config, str) else config
+    out = out or cfg.out
+    check_backends(cfg)
+    opts = task_options(cfg, out)
+    segment, plan = segment_task.with_options(**opts), plan_task.with_options(**opts)
+    composite, repaint = composite_task.with_options(**opts), repaint_task.with_options(**opts)
+    caption, judge = caption_task.with_options(**opts), filter_task.with_options(**opts)
+    collect = collect_task.with_options(**opts)
+
+    cut_lists = segment.map(cfg.concepts, unmapped(out), unmapped(cfg.stages.segment)).result()
+    cutouts = {c.id: cuts for c, cuts in zip(cfg.concepts, cut_lists)}
+    planned = plan.submit(cfg, cutouts).result()
+
+    stats = []
+    for comp in cfg.compositions:
+        s = composite.submit(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
+        s = repaint.submit(s, out, cfg.stages.repaint)
+        s = caption.submit(s, cfg)
+        s = judge.submit(s, cfg.stages.filter)
+        stats.append(collect.submit(s, out))
+    manifest = publish_task.with_options(retries=opts["retries"]).submit(cfg, out, [f.result() for f in stats], cutouts).result()
+
+    emit_event(
+        event=PUBLISHED_EVENT,
+        resource={"prefect.resource.id": f"gen4gen.dataset.{cfg.name}", "prefect.resource.name": cfg.name},
+        payload={
+            "uri": manifest.uri,
+            "version": manifest.version,
+            "manifest": f"{manifest.uri}/manifest.json",
+            "kept": manifest.kept,
+            "planned": manifest.planned,
+        },
+    )
+    return manifest
+
+
+def run_generate(config: DatasetConfig, out: str) -> Manifest:
+    """Run the flow with a thread pool as wide as the recipe asks."""
+    runner = ThreadPoolTaskRunner(max_workers=config.run.workers)
+    return generate.with_options(task_runner=runner)(config, out)

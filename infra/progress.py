@@ -1,0 +1,34 @@
+"""Progress reports from stages to whoever listens (the CLI's progress bar).
+
+Stages call `advance`; with no listener (a worker running a deployment) it does nothing.
+Listeners run in the stage's thread, so they must be thread safe and quick.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+Listener = Callable[[str, str, int], None]
+_listeners: list[Listener] = []
+_lock = threading.Lock()
+
+
+def listen(fn: Listener) -> Callable[[], None]:
+    """Add a listener; returns a function that removes it."""
+    with _lock:
+        _listeners.append(fn)
+
+    def remove() -> None:
+        with _lock:
+            if fn in _listeners:
+                _listeners.remove(fn)
+
+    return remove
+
+
+def advance(composition: str, stage: str, samples: int) -> None:
+    with _lock:
+        listeners = list(_listeners)
+    for fn in listeners:
+        fn(composition, stage, samples)

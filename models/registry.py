@@ -1,0 +1,94 @@
+"""Load each model once per worker process, whatever the number of tasks that use it.
+
+A stage asks `load(family, backend, options)`; the first call builds the model, later
+calls with the same arguments get the same object. A lock guards the build because the
+default Prefect task runner is a thread pool: two compositions starting together must not
+load a multi-gigabyte model twice. Real backends (SAM, SDXL, LLaVA...) register here too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, Callable
+
+_Factory = Callable[..., Any]
+_FACTORIES: dict[tuple[str, str], _Factory] = {}
+_LOADED: dict[tuple[str, str, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+def register(family: str, backend: str) -> Callable[[_Factory], _Factory]:
+    def deco(factory: _Factory) -> _Factory:
+        _FACTORIES[(family, backend)] = factory
+        return factory
+
+    return deco
+
+
+def backends(family: str) -> list[str]:
+    _register_builtin()
+    return sorted(b for f, b in _FACTORIES if f == family)
+
+
+def check(family: str, backend: str) -> None:
+    """Raise a clear error for a backend name no one registered (a config typo)."""
+    if backend not in backends(family):
+        raise ValueError(
+            f"stages.{family}.backend: unknown backend {backend!r}; known: {backends(family)}"
+        )
+
+
+def load(family: str, backend: str, options: dict[str, Any] | None = None) -> Any:
+    """The model for (family, backend, options), built at most once per process."""
+    check(family, backend)
+    options = options or {}
+    key = (family, backend, json.dumps(options, sort_keys=True, default=str))
+    model = _LOADED.get(key)
+    if model is None:
+        with _LOCK:
+            model = _LOADED.get(key)
+            if model is None:
+                model = _FACTORIES[(family, backend)](**options)
+                _LOADED[key] = model
+    return model
+
+
+def loaded() -> list[tuple[str, str, str]]:
+    """What this process has loaded so far (for tests and diagnostics)."""
+    return list(_LOADED)
+
+
+_BUILTIN_DONE = False
+
+
+def _register_builtin() -> None:
+    # Imported lazily so that importing the registry never pulls in heavy libraries.
+    global _BUILTIN_DONE
+    if _BUILTIN_DONE:
+        return
+    _BUILTIN_DONE = True
+
+    @register("plan", "offline")
+    def _planner(**opts):
+        from models.planner import OfflinePlanner
+
+        return OfflinePlanner(**opts)
+
+    @register("segment", "offline")
+    def _segmenter(**opts):
+        from models.segmenter import OfflineSegmenter
+
+        return OfflineSegmenter(**opts)
+
+    @register("repaint", "offline")
+    def _repainter(**opts):
+        from models.repainter import OfflineRepainter
+
+        return OfflineRepainter(**opts)
+
+    @register("caption", "template")
+    def _captioner(**opts):
+        from models.captioner import TemplateCaptioner
+
+        return TemplateCaptioner(**opts)

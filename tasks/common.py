@@ -1,0 +1,70 @@
+"""What every stage shares: output keys, the per-sample loop, code fingerprints.
+
+The per-sample loop is where "failures are data" is enforced: a BadInput fails that sample
+with its reason and the loop goes on; any other exception (storage, network) propagates so
+that the Prefect task retries the whole composition stage, whose writes are idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+from infra import progress
+from infra.errors import BadInput
+from infra.storage import join
+from tasks.records import Sample
+
+
+def stage_uri(out: str, composition: str, stage: str, sample: str, ext: str = "png") -> str:
+    """The deterministic key of one stage's output: {out}/{composition}/{stage}/{sample}.{ext}."""
+    return join(out, composition, stage, f"{sample}.{ext}")
+
+
+def each_sample(samples: list[Sample], stage: str, fn: Callable[[Sample], None]) -> list[Sample]:
+    """Run fn on copies of the live samples, timing it and recording bad inputs.
+
+    Copies, because in a thread-pool run the input records are the upstream task's
+    results: changing them in place would change what that task returned.
+    """
+    samples = [s.model_copy(deep=True) for s in samples]
+    for sample in samples:
+        if not sample.alive:
+            continue
+        start = time.perf_counter()
+        try:
+            fn(sample)
+        except BadInput as err:
+            sample.fail(err.code, stage, str(err))
+        sample.seconds[stage] = round(time.perf_counter() - start, 4)
+    if samples:
+        progress.advance(samples[0].composition, stage, len(samples))
+    return samples
+
+
+def digest(*parts: Any) -> str:
+    """sha256 over JSON-serialised parts (pydantic records included), sorted keys."""
+    h = hashlib.sha256()
+    for part in parts:
+        if hasattr(part, "model_dump"):
+            part = part.model_dump(mode="json")
+        h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def code_hash(obj: Any) -> str:
+    """Fingerprint of the source file that defines obj (a class, function or module)."""
+    module = inspect.getmodule(obj)
+    path = Path(inspect.getsourcefile(module or obj))
+    return _file_hash(str(path))
+
+
+@lru_cache(maxsize=None)
+def _file_hash(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,88 @@
+"""Plan: each composition -> its samples' layout plans (boxes, scene, seed, source photos).
+
+Runs once for the whole dataset, after segmentation, so that every box is shaped like the
+cut-out it will hold. A sample's id is a content hash of its plan, the photos' bytes and
+the stage settings: the same recipe always gives the same ids (and so the same keys), and
+a changed recipe never overwrites what an earlier one wrote.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+
+from infra.caching import STAGE_CACHE
+from models import registry
+from models.planner import PlannedObject, category_aspect
+from models.scenes import scenes_for
+from tasks.common import digest
+from tasks.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Sample
+
+SCENES_PER_COMPOSITION = 3  # the paper: the LLM proposes 3 backgrounds per composition
+
+
+def sample_seed(base: int, composition: str, index: int) -> int:
+    """A seed per sample, independent of the other compositions and of sample order."""
+    return int(digest(base, composition, index)[:8], 16)
+
+
+def choose_photo(rng: np.random.Generator, cutouts: list[Cutout]) -> Cutout:
+    """One source photo at random, as the paper does; usable photos first.
+
+    A concept whose photos are all unusable still gets one, so its samples are recorded
+    as dropped with the photo's reason instead of vanishing.
+    """
+    usable = [c for c in cutouts if c.usable]
+    pool = usable or cutouts
+    return pool[int(rng.integers(len(pool)))]
+
+
+def plan_composition(config: DatasetConfig, composition: Composition, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
+    planner = registry.load("plan", config.stages.plan.backend, config.stages.plan.options)
+    concepts = [config.concept(cid) for cid in composition.concepts]
+    scenes = composition.scenes or scenes_for([c.category for c in concepts])[:SCENES_PER_COMPOSITION]
+    samples = []
+    for index in range(composition.samples):
+        seed = sample_seed(config.seed, composition.id, index)
+        rng = np.random.default_rng(seed)
+        chosen = {c.id: choose_photo(rng, cutouts[c.id]) for c in concepts}
+        objects = [
+            PlannedObject(
+                concept=c.id,
+                category=c.category,
+                aspect=(chosen[c.id].bbox[2] / chosen[c.id].bbox[3]) if chosen[c.id].usable else category_aspect(c.category),
+            )
+            for c in concepts
+        ]
+        scene = scenes[index % len(scenes)]
+        boxes = planner.layout(objects, config.canvas, scene, config.max_iou, seed)
+        plan = LayoutPlan(
+            composition=composition.id,
+            index=index,
+            canvas=config.canvas,
+            boxes=[Box(concept=o.concept, x=b[0], y=b[1], w=b[2], h=b[3]) for o, b in zip(objects, boxes)],
+            scene=scene,
+            seed=seed,
+            photos={cid: cut.photo for cid, cut in chosen.items()},
+        )
+        key = digest(plan, {cid: cut.photo_sha256 for cid, cut in chosen.items()}, config.stages)
+        samples.append(
+            Sample(
+                id=f"{index:05d}-{key[:12]}",
+                composition=composition.id,
+                concepts=[c.id for c in concepts],
+                tokens=[c.token for c in concepts],
+                plan=plan,
+            )
+        )
+    return samples
+
+
+def plan_dataset(config: DatasetConfig, cutouts: dict[str, list[Cutout]]) -> dict[str, list[Sample]]:
+    """Composition id -> its planned samples."""
+    return {comp.id: plan_composition(config, comp, cutouts) for comp in config.compositions}
+
+
+@task(name="plan", cache_policy=STAGE_CACHE, persist_result=True)
+def plan_task(config: DatasetConfig, cutouts: dict[str, list[Cutout]]) -> dict[str, list[Sample]]:
+    return plan_dataset(config, cutouts)

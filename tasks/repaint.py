@@ -1,0 +1,48 @@
+"""Repaint: the composite and the inverted object mask -> a realistic image of the scene.
+
+Only the background is repainted; wherever the mask is fully on, the object's pixels are
+the composite's pixels, exactly (the reference code let the VAE and refiner alter them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+
+from infra.caching import STAGE_CACHE
+from infra.storage import read_mask, read_rgb, write_png
+from models import registry
+from tasks.common import each_sample, stage_uri
+from tasks.records import Sample, StageConfig
+
+STAGE = "repaint"
+
+
+def keep_objects(painted: np.ndarray, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Put the objects back: a backend may touch every pixel, the objects must not change."""
+    a = mask[..., None].astype(np.float32)
+    out = painted.astype(np.float32) * (1 - a) + composite.astype(np.float32) * a
+    out = out.round().astype(np.uint8)
+    solid = mask >= 1.0
+    out[solid] = composite[solid]
+    return out
+
+
+def repaint_samples(samples: list[Sample], out: str, stage: StageConfig) -> list[Sample]:
+    model = registry.load("repaint", stage.backend, stage.options)
+
+    def one(sample: Sample) -> None:
+        composite = read_rgb(sample.uris["composite"])
+        mask = read_mask(sample.uris["mask"])
+        painted = model.repaint(composite, mask, sample.plan.scene, sample.plan.seed, [b.xywh for b in sample.plan.boxes])
+        image = keep_objects(painted, composite, mask)
+        uri = stage_uri(out, sample.composition, STAGE, sample.id)
+        sample.hashes[STAGE] = write_png(uri, image)
+        sample.uris[STAGE] = uri
+
+    return each_sample(samples, STAGE, one)
+
+
+@task(name="repaint", cache_policy=STAGE_CACHE, persist_result=True)
+def repaint_task(samples: list[Sample], out: str, stage: StageConfig) -> list[Sample]:
+    return repaint_samples(samples, out, stage)

@@ -1,0 +1,93 @@
+"""Segment: each source photo -> a soft foreground mask, cached by the photo's content hash.
+
+The cache key is the photo's bytes, the backend, its options and its code, so every
+composition (and every rerun) that uses a photo shares one mask, and a changed photo or
+segmenter gets a new one. The mask is written before its small JSON record, so a record
+that exists always points at a complete mask.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prefect import task
+
+from infra.caching import STAGE_CACHE
+from infra.errors import BadInput
+from infra.storage import decode_image, exists, join, read_bytes, sha256, to_rgb_alpha, write_bytes, write_png
+from models import registry
+from tasks.common import code_hash, digest
+from tasks.records import Concept, Cutout, Reason, StageConfig
+
+# Below this share of the photo the mask is treated as empty: nothing usable was found.
+MIN_COVERAGE = 0.002
+
+
+def mask_bbox(mask: np.ndarray, threshold: float = 0.5) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the mask's pixels above threshold, or None when there are none."""
+    ys, xs = np.nonzero(mask > threshold)
+    if len(xs) == 0:
+        return None
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
+    return (x0, y0, x1 - x0 + 1, y1 - y0 + 1)
+
+
+def describe(photo: str, mask: np.ndarray) -> Cutout:
+    """The cutout record of a computed mask (no URIs yet)."""
+    coverage = float(mask.mean())
+    bbox = mask_bbox(mask)
+    if bbox is None or coverage < MIN_COVERAGE:
+        return Cutout(
+            photo=photo,
+            coverage=coverage,
+            error=Reason(
+                code="empty_mask",
+                stage="segment",
+                detail=f"{photo}: the segmenter found no foreground (coverage {coverage:.4f})",
+            ),
+        )
+    return Cutout(photo=photo, bbox=bbox, coverage=round(coverage, 6))
+
+
+def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cutout]:
+    """One Cutout per source photo of the concept, in order; failures recorded, never raised.
+
+    Cached masks are read back; the photos still to do go through the model as one batch.
+    """
+    model = registry.load("segment", stage.backend, stage.options)
+    cache = join(out, ".cache", "segment", f"{stage.backend}-{digest(stage.options, code_hash(type(model)))[:12]}")
+    cutouts: dict[int, Cutout] = {}
+    todo: list[tuple[int, str, str, tuple[np.ndarray, np.ndarray | None]]] = []
+    for i, photo in enumerate(concept.photos):
+        try:
+            data = read_bytes(photo)
+            sha = sha256(data)
+            record_uri = join(cache, f"{sha}.json")
+            if exists(record_uri):
+                cached = Cutout.model_validate_json(read_bytes(record_uri))
+                cutouts[i] = cached.model_copy(update={"photo": photo})
+            else:
+                todo.append((i, photo, sha, to_rgb_alpha(decode_image(data, photo))))
+        except BadInput as err:
+            cutouts[i] = Cutout(photo=photo, error=Reason(code=err.code, stage="segment", detail=str(err)))
+    masks = model.segment_batch([item[3] for item in todo]) if todo else []
+    for (i, photo, sha, _), mask in zip(todo, masks):
+        cut = describe(photo, mask).model_copy(update={"photo_sha256": sha})
+        if cut.error is None:
+            mask_uri = join(cache, f"{sha}.png")
+            write_png(mask_uri, mask)
+            cut = cut.model_copy(update={"mask": mask_uri})
+        # The record is written after its mask: a record that exists points at a whole mask.
+        write_bytes(join(cache, f"{sha}.json"), cut.model_dump_json().encode())
+        cutouts[i] = cut
+    return [cutouts[i] for i in range(len(concept.photos))]
+
+
+def cutouts_by_photo(cutouts: dict[str, list[Cutout]], concepts: list[str]) -> dict[str, Cutout]:
+    """Photo URI -> cut-out, for the given concepts only (a composition's cache key then
+    changes only when one of its own concepts' photos does)."""
+    return {cut.photo: cut for cid in concepts for cut in cutouts[cid]}
+
+
+@task(name="segment", cache_policy=STAGE_CACHE, persist_result=True)
+def segment_task(concept: Concept, out: str, stage: StageConfig) -> list[Cutout]:
+    return segment_concept(concept, out, stage)

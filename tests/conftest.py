@@ -1,0 +1,68 @@
+"""Test set-up shared by the three tiers: offline, quiet, isolated Prefect home.
+
+The environment is set at import time, before any test module imports Prefect, whose
+settings are read once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_HOME = tempfile.mkdtemp(prefix="gen4gen-tests-")
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": os.path.join(_HOME, "hf"),
+        "PREFECT_HOME": os.path.join(_HOME, "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "configs" / "demo.yaml"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server and database for every flow test of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def small_recipe(tmp_path: Path, samples: int = 2, canvas: int = 256, extra_concepts=(), extra_compositions=()) -> dict:
+    """A small recipe on the demo's package photos: quick enough for flow tests."""
+    concepts = [
+        {"id": "chelsea", "category": "cat", "token": "<chelsea>", "photos": ["pkgdata://skimage/data/chelsea.png"]},
+        {"id": "coffee", "category": "mug", "token": "<coffee>", "photos": ["pkgdata://skimage/data/coffee.png"]},
+        {"id": "rocket", "category": "rocket", "token": "<rocket>", "photos": ["pkgdata://skimage/data/rocket.jpg"]},
+        *extra_concepts,
+    ]
+    compositions = [
+        {"id": "cat-mug", "concepts": ["chelsea", "coffee"], "samples": samples},
+        {"id": "cat-mug-rocket", "concepts": ["chelsea", "coffee", "rocket"], "samples": samples},
+        *extra_compositions,
+    ]
+    return {
+        "name": "small",
+        "canvas": canvas,
+        "concepts": concepts,
+        "compositions": compositions,
+        "run": {"out": str(tmp_path / "out"), "workers": 2, "retries": 1, "retry_delay_seconds": 0},
+    }
+
+
+def write_uniform_photo(path: Path, value: int = 128) -> str:
+    """A photo with nothing in it: the segmenter finds no foreground."""
+    Image.fromarray(np.full((120, 160, 3), value, np.uint8)).save(path)
+    return str(path)
