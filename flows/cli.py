@@ -1,6 +1,6 @@
 """The `gen4gen` command.
 
-    gen4gen generate CONFIG [--out URI] [--workers N] [--no-cache] [--verbose]
+    gen4gen generate CONFIG [--out URI] [--workers N] [--samples N] [--no-cache] [--verbose]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -19,6 +19,9 @@ def _quiet_prefect(verbose: bool) -> None:
     # Set before Prefect is imported: its settings are read once.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # Without a server configured, Prefect starts a temporary one; on a busy small machine
+    # that can take longer than its 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
@@ -31,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("config", help="dataset recipe (YAML path or URI)")
     gen.add_argument("--out", help="dataset URI (default: the recipe's run.out)")
     gen.add_argument("--workers", type=int, help="compositions processed side by side")
+    gen.add_argument("--samples", type=int, help="samples per composition (a quick preview)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every stage")
     gen.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     args = parser.parse_args(argv)
@@ -45,18 +49,23 @@ def _generate(args: argparse.Namespace) -> int:
 
     from infra.config import ConfigError, load_config
 
-    console = Console(stderr=True)
+    # Off a terminal (CI, pipes), keep lines whole: a path must stay greppable.
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     try:
         config = load_config(args.config, args.out)
         run = config.run.model_copy(
             update={k: v for k, v in (("workers", args.workers), ("cache", False if args.no_cache else None)) if v is not None}
         )
         config = config.model_copy(update={"run": run})
+        if args.samples is not None:
+            config = config.model_validate(
+                config.model_dump() | {"compositions": [c.model_dump() | {"samples": args.samples} for c in config.compositions]}
+            )
         from flows.generate import check_backends
 
         check_backends(config)
     except (ConfigError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2
 
     from flows.generate import run_generate
@@ -75,7 +84,7 @@ def _generate(args: argparse.Namespace) -> int:
         try:
             manifest = run_generate(config, config.out)
         except Exception as err:  # the run failed: say why, exit non-zero
-            console.print(f"[red]run failed:[/red] {type(err).__name__}: {err}", highlight=False)
+            console.print(f"[red]run failed:[/red] {type(err).__name__}: {err}", highlight=False, soft_wrap=True)
             return 1
         finally:
             stop()

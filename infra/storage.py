@@ -156,7 +156,7 @@ def to_rgb_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() or 1.0
-        img = Image.fromarray((arr * (255.0 / hi)).astype(np.uint8))
+        img = Image.fromarray((arr * (255.0 / hi)).round().astype(np.uint8))
     if img.mode == "RGBA":
         # Transparent pixels hold arbitrary colours; flatten on mid grey.
         rgba = np.asarray(img).astype(np.float32)
@@ -183,12 +183,14 @@ def read_mask(uri: str) -> np.ndarray:
 def encode_png(arr: np.ndarray) -> bytes:
     """PNG bytes of a uint8 RGB/greyscale array, or a float mask in [0,1].
 
-    Deterministic: no timestamps or other metadata, fixed compression level.
+    Deterministic: no timestamps or other metadata, fixed compression level. Level 1:
+    four times faster than the default 6 for about 10% more bytes on photo-like images,
+    and encoding was the largest single cost of a sample.
     """
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 

@@ -35,10 +35,82 @@ nothing sizeable) the result is an all-zero mask: the caller records "empty mask
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import cv2
 
-__all__ = ["OfflineSegmenter"]
+__all__ = ["OfflineSegmenter", "PERSON_WORDS", "VEHICLE_WORDS"]
+
+# Category words (any word of a multi-word category, singular or plural) that mean "a
+# person": for these the segmenter looks for a face and seeds GrabCut from it.
+PERSON_WORDS = frozenset(
+    """person people human man men woman women boy boys girl girls child children kid kids
+    baby babies toddler teenager teen adult lady ladies gentleman gentlemen guy guys
+    astronaut astronauts portrait face selfie player athlete runner dancer soldier sailor
+    officer admiral doctor nurse worker chef student teacher businessman businesswoman
+    grandmother grandfather grandma grandpa mother father mom dad son daughter bride groom
+    model actor actress singer""".split()
+)
+
+# Vehicles (a motorcycle, a car): wide, low objects standing on the ground, often with thin
+# parts (spokes, chrome) that the saliency seeds miss; for these the "probably object" box is
+# widened to most of the lower frame.
+VEHICLE_WORDS = frozenset(
+    """motorcycle motorcycles motorbike motorbikes bike bikes bicycle bicycles scooter
+    scooters moped car cars truck trucks bus buses van tractor""".split()
+)
+
+# Frontal face detection: scikit-image's LBP cascade (the OpenCV one it ships). OpenCV 5
+# wheels no longer bundle CascadeClassifier or the Haar cascade files, and one detector for
+# every install keeps the masks the same everywhere. Faces are looked for on a copy whose
+# longer side is _FACE_SIDE; the cascade's 24-pixel window makes the smallest face found
+# 24/_FACE_SIDE of the photo's longer side.
+_FACE_SIDE = 320
+_face_cascade = None
+
+
+def _category_words(category: str | None) -> set[str]:
+    if not category:
+        return set()
+    return set(re.findall(r"[a-z]+", category.lower()))
+
+
+def _detect_face(rgb: np.ndarray) -> tuple[float, float, float] | None:
+    """(x, y, size) of the main frontal face as shares of the photo's longer side, or None.
+
+    The largest detection wins; detections overlapping it (the cascade reports one face at
+    a few neighbouring scales) are averaged in.
+    """
+    global _face_cascade
+    if _face_cascade is None:
+        from skimage.data import lbp_frontal_face_cascade_filename
+        from skimage.feature import Cascade
+
+        _face_cascade = Cascade(lbp_frontal_face_cascade_filename())
+    h, w = rgb.shape[:2]
+    scale = min(1.0, _FACE_SIDE / max(h, w))
+    if scale < 1.0:
+        rgb = cv2.resize(rgb, (max(8, round(w * scale)), max(8, round(h * scale))), interpolation=cv2.INTER_AREA)
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    side = min(grey.shape)
+    if side < 24:
+        return None
+    found = _face_cascade.detect_multi_scale(
+        img=grey, scale_factor=1.2, step_ratio=1, min_size=(24, 24), max_size=(side, side)
+    )
+    if not found:
+        return None
+    boxes = np.array([(d["c"], d["r"], d["width"]) for d in found], np.float64)
+    best = boxes[int(np.argmax(boxes[:, 2]))]
+    # Same face: centres within half the best box's size of each other.
+    near = np.hypot(
+        (boxes[:, 0] + boxes[:, 2] / 2) - (best[0] + best[2] / 2),
+        (boxes[:, 1] + boxes[:, 2] / 2) - (best[1] + best[2] / 2),
+    ) < 0.5 * best[2]
+    x, y, size = boxes[near].mean(axis=0)
+    long_side = float(max(grey.shape))
+    return x / long_side, y / long_side, size / long_side
 
 
 def _check_rgb(rgb: np.ndarray) -> None:
@@ -158,7 +230,9 @@ class OfflineSegmenter:
 
     # ------------------------------------------------------------------ public
 
-    def segment(self, rgb: np.ndarray, alpha: np.ndarray | None = None) -> np.ndarray:
+    def segment(
+        self, rgb: np.ndarray, alpha: np.ndarray | None = None, category: str | None = None
+    ) -> np.ndarray:
         _check_rgb(rgb)
         h, w = rgb.shape[:2]
         if alpha is not None:
@@ -175,17 +249,97 @@ class OfflineSegmenter:
 
         # Edge-preserving smoothing first: at GrabCut size fine texture (fur, wood grain)
         # becomes pixel noise that makes both colour models overlap.
-        fg = self._grabcut(cv2.bilateralFilter(small, 5, 30, 5), lab)
+        seeds, anchor = self._category_seeds(category, rgb, small, lab)
+        fg = self._grabcut(cv2.bilateralFilter(small, 5, 30, 5), lab, seeds, anchor)
         if fg is None:
             return np.zeros((h, w), np.float32)
         return self._to_full(fg, rgb)
 
-    def segment_batch(self, items: list[tuple[np.ndarray, np.ndarray | None]]) -> list[np.ndarray]:
+    def segment_batch(
+        self,
+        items: list[tuple[np.ndarray, np.ndarray | None]],
+        categories: list[str | None] | None = None,
+    ) -> list[np.ndarray]:
         # GrabCut has no batched form; the batch call exists so that callers treat every
         # backend alike (the real ones batch on the GPU).
-        return [self.segment(rgb, alpha) for rgb, alpha in items]
+        if categories is None:
+            categories = [None] * len(items)
+        if len(categories) != len(items):
+            raise ValueError(f"got {len(categories)} categories for {len(items)} items")
+        return [self.segment(rgb, alpha, cat) for (rgb, alpha), cat in zip(items, categories)]
 
     # ------------------------------------------------------------------ steps
+
+    def _category_seeds(
+        self, category: str | None, rgb: np.ndarray, small: np.ndarray, lab: np.ndarray
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """GrabCut seeds (and an anchor the kept component must hold) from a category prior.
+
+        (None, None) when the category brings none: the saliency seeds are used.
+        """
+        words = _category_words(category)
+        if words & PERSON_WORDS:
+            face = _detect_face(rgb)
+            if face is not None:
+                h, w = small.shape[:2]
+                x, y, size = (v * max(h, w) for v in face)
+                return self._person_seeds(h, w, x, y, size)
+        elif words & VEHICLE_WORDS:
+            h, w = small.shape[:2]
+            seeds = self._seeds(lab)
+            wide = np.zeros((h, w), bool)
+            wide[int(0.25 * h) : int(0.9 * h), int(0.12 * w) : int(0.88 * w)] = True
+            seeds[wide & (seeds != cv2.GC_BGD)] = cv2.GC_PR_FGD
+            # The ground it stands on reaches the bottom edge and the sky or wall the top:
+            # both borders are background (letting the bottom in brought the whole floor).
+            band = max(2, round(0.03 * max(h, w)))
+            seeds[:band] = cv2.GC_BGD
+            seeds[h - band :] = cv2.GC_BGD
+            return seeds, None
+        return None, None
+
+    @staticmethod
+    def _person_seeds(h: int, w: int, fx: float, fy: float, fs: float) -> tuple[np.ndarray, np.ndarray]:
+        """Seeds for a person whose face box is (fx, fy, fs) in GrabCut pixels.
+
+        Head (the face box grown upward for hair or a hat) and a body that widens below it
+        down to the bottom edge are "probably person"; the face core, the top of the head
+        and the neck are "surely person". Beside the head, beyond about a face width, is
+        surely background, as are the top border and the side borders outside the body:
+        people are often cut off by the bottom edge (and a wide body by the sides), so
+        neither is taken as background where the body reaches it.
+        """
+        mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+        cx = fx + fs / 2
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+
+        def ellipse(x0: float, y0: float, ax: float, ay: float) -> np.ndarray:
+            return ((xx - x0) / ax) ** 2 + ((yy - y0) / ay) ** 2 <= 1.0
+
+        head = ellipse(cx, fy + 0.25 * fs, 0.62 * fs, 0.88 * fs)
+        # Body: a trapezoid from the neck (about a face wide) to the shoulders (about 2.8
+        # face widths), then straight down to the bottom edge.
+        t = np.clip((yy - (fy + 1.0 * fs)) / (0.9 * fs), 0.0, 1.0)
+        half = 0.45 * fs + t * (1.4 * fs - 0.45 * fs)
+        body = (yy >= fy + 0.9 * fs) & (np.abs(xx - cx) <= half)
+
+        # Surely background: beside the head, and the borders the person does not reach.
+        beside = (yy < fy + 0.9 * fs) & (np.abs(xx - cx) > 1.0 * fs)
+        mask[beside] = cv2.GC_BGD
+        band = max(2, round(0.03 * max(h, w)))
+        edge = np.zeros((h, w), bool)
+        edge[:band] = True
+        edge[:, :band] = True
+        edge[:, w - band :] = True
+        mask[edge & ~head & ~body] = cv2.GC_BGD
+
+        mask[head | body] = cv2.GC_PR_FGD
+        core = ellipse(cx, fy + 0.55 * fs, 0.3 * fs, 0.4 * fs)  # eyes, nose, mouth
+        crown = (np.abs(xx - cx) <= 0.25 * fs) & (yy >= fy - 0.3 * fs) & (yy <= fy + 0.2 * fs)
+        neck = (np.abs(xx - cx) <= 0.2 * fs) & (yy >= fy + 1.05 * fs) & (yy <= fy + 1.5 * fs)
+        sure = core | crown | neck
+        mask[sure] = cv2.GC_FGD
+        return mask, core
 
     def _shrink(self, rgb: np.ndarray, side: int) -> np.ndarray:
         h, w = rgb.shape[:2]
@@ -303,9 +457,16 @@ class OfflineSegmenter:
             pieces.append((ys, slice(w - band, w)))  # right
         return pieces
 
-    def _grabcut(self, small: np.ndarray, lab: np.ndarray) -> np.ndarray | None:
+    def _grabcut(
+        self,
+        small: np.ndarray,
+        lab: np.ndarray,
+        seeds: np.ndarray | None = None,
+        anchor: np.ndarray | None = None,
+    ) -> np.ndarray | None:
         h, w = small.shape[:2]
-        seeds = self._seeds(lab)
+        if seeds is None:
+            seeds = self._seeds(lab)
         mask = seeds.copy()
         bgd = np.zeros((1, 65), np.float64)
         fgd = np.zeros((1, 65), np.float64)
@@ -322,7 +483,7 @@ class OfflineSegmenter:
                 # GrabCut refuses when one side has no samples at all (e.g. everything
                 # ended up definite background): that is "no object", not a crash.
                 return None
-            fg = self._tidy((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD))
+            fg = self._tidy((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), anchor)
             if fg.sum() < self.min_area * h * w:
                 return None
             if r + 1 < self.rounds:
@@ -344,22 +505,30 @@ class OfflineSegmenter:
         mask[inner] = cv2.GC_FGD
         mask[~outer] = cv2.GC_BGD
         mask[(seeds == cv2.GC_BGD) & ~inner] = cv2.GC_BGD
+        mask[seeds == cv2.GC_FGD] = cv2.GC_FGD  # a category prior's sure object stays so
         return mask
 
-    def _tidy(self, fg: np.ndarray) -> np.ndarray:
+    def _tidy(self, fg: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
         """Opening, closing, main component(s), small holes filled."""
         h, w = fg.shape
         k = max(3, round(0.008 * max(h, w)) | 1)
         m = fg.astype(np.uint8)
         m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _ellipse(k))
         m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _ellipse(k))
-        m = self._main_components(m)
+        m = self._main_components(m, anchor)
         return self._fill_holes(m).astype(bool)
 
-    def _main_components(self, m: np.ndarray) -> np.ndarray:
+    def _main_components(self, m: np.ndarray, anchor: np.ndarray | None = None) -> np.ndarray:
         n, labels, stats, cents = cv2.connectedComponentsWithStats(m, connectivity=8)
         if n <= 1:
             return m
+        if anchor is not None:
+            # A category prior knows where the object is (a person's face): the component
+            # holding it is the object, whatever its size or place.
+            hits = np.bincount(labels[anchor], minlength=n)
+            hits[0] = 0
+            if hits.max() > 0:
+                return (labels == int(np.argmax(hits))).astype(np.uint8)
         h, w = m.shape
         areas = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
         # Distance of each component's centroid from the centre, in half-diagonals: a big

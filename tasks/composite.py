@@ -47,26 +47,32 @@ def fit_into_box(rgb: np.ndarray, mask: np.ndarray, box: Box) -> tuple[np.ndarra
 def compose(canvas: int, layers: list[tuple[Box, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Paste cut-outs (box, photo crop rgb, crop mask) onto a black canvas.
 
-    Returns the composite (uint8), the union mask (float32 [0,1]) and measures per
+    Returns the composite (uint8, straight colour, black where no object), the union
+    mask (float32 [0,1], the objects' combined coverage) and measures per
     concept: visible.<id> (share of its mask left uncovered by objects pasted later) and
     area.<id> (its visible pixels over its box area).
     """
-    image = np.zeros((canvas, canvas, 3), np.float32)
-    union = np.zeros((canvas, canvas), np.float32)
+    image = np.zeros((canvas, canvas, 3), np.float32)  # premultiplied by coverage
+    union = np.zeros((canvas, canvas), np.float32)  # coverage: alpha of all objects "over"
     visible: dict[int, np.ndarray] = {}  # layer index -> its alpha still showing
     own: dict[int, float] = {}  # layer index -> its whole alpha, before any cover
     for i in paste_order([b for b, _, _ in layers]):
         box, rgb, mask = layers[i]
         rgb, mask, x, y = fit_into_box(rgb, mask, box)
-        alpha = np.zeros((canvas, canvas), np.float32)
-        alpha[y : y + mask.shape[0], x : x + mask.shape[1]] = mask
-        placed = np.zeros_like(image)
-        placed[y : y + mask.shape[0], x : x + mask.shape[1]] = rgb
-        image = placed * alpha[..., None] + image * (1 - alpha[..., None])
+        # Work inside the object's own rectangle only: the rest of the canvas is untouched.
+        region = (slice(y, y + mask.shape[0]), slice(x, x + mask.shape[1]))
+        a = mask[..., None]
+        image[region] = rgb * a + image[region] * (1 - a)
+        union[region] = mask + union[region] * (1 - mask)
         for j in visible:  # this object covers everything pasted before it
-            visible[j] *= 1 - alpha
+            visible[j][region] *= 1 - mask
+        alpha = np.zeros((canvas, canvas), np.float32)
+        alpha[region] = mask
         visible[i], own[i] = alpha, float(mask.sum())
-        union = np.maximum(union, alpha)
+    # Straight (not premultiplied) colour: at a soft edge the pixel keeps the object's
+    # colour and the mask says how much of it shows, so repaint blends it exactly once.
+    covered = union > 0
+    image[covered] /= union[covered][:, None]
     measures: dict[str, float] = {}
     for i, (box, _, _) in enumerate(layers):
         shown = float(visible[i].sum())

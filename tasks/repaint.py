@@ -19,10 +19,14 @@ STAGE = "repaint"
 
 
 def keep_objects(painted: np.ndarray, composite: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Put the objects back: a backend may touch every pixel, the objects must not change."""
-    a = mask[..., None].astype(np.float32)
-    out = painted.astype(np.float32) * (1 - a) + composite.astype(np.float32) * a
-    out = out.round().astype(np.uint8)
+    """Guarantee the objects: where the mask is fully on, the composite's pixels, exactly.
+
+    A backend returns the finished image, soft edges blended its own way (blending again
+    here would harden them); this only makes sure no backend altered an object.
+    """
+    if painted.shape != composite.shape:
+        raise ValueError(f"repaint returned {painted.shape}, expected {composite.shape}")
+    out = painted.copy()
     solid = mask >= 1.0
     out[solid] = composite[solid]
     return out

@@ -69,7 +69,7 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
                 todo.append((i, photo, sha, to_rgb_alpha(decode_image(data, photo))))
         except BadInput as err:
             cutouts[i] = Cutout(photo=photo, error=Reason(code=err.code, stage="segment", detail=str(err)))
-    masks = model.segment_batch([item[3] for item in todo]) if todo else []
+    masks = model.segment_batch([item[3] for item in todo], categories=[concept.category] * len(todo)) if todo else []
     for (i, photo, sha, _), mask in zip(todo, masks):
         cut = describe(photo, mask).model_copy(update={"photo_sha256": sha})
         if cut.error is None:

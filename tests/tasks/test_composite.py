@@ -55,4 +55,17 @@ def test_soft_edges_blend():
     rgb, mask = solid((200, 200, 200), 20, 20)
     mask[:, :10] = 0.5
     image, union, _ = compose(20, [(Box(concept="a", x=0, y=0, w=20, h=20), rgb, mask)])
-    assert tuple(image[5, 5]) == (100, 100, 100) and union[5, 5] == 0.5
+    # Straight colour: the edge keeps the object's colour; the mask carries the softness.
+    assert tuple(image[5, 5]) == (200, 200, 200) and union[5, 5] == 0.5
+
+
+def test_overlapping_soft_objects_cover_like_paint():
+    red, m1 = solid((255, 0, 0), 10, 10)
+    blue, m2 = solid((0, 0, 255), 10, 10)
+    m1[:] = 0.5
+    m2[:] = 0.5
+    box = Box(concept="a", x=0, y=0, w=10, h=10)
+    image, union, _ = compose(10, [(box, red, m1), (box.model_copy(update={"concept": "b"}), blue, m2)])
+    assert union[0, 0] == pytest.approx(0.75)  # 1 - (1 - 0.5)(1 - 0.5)
+    # Blue over red, each half transparent: a third red, two thirds blue, straight colour.
+    assert tuple(image[0, 0]) == (85, 0, 170)

@@ -1,0 +1,101 @@
+"""Tier 2: the stage functions chained by hand, without Prefect, on real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import small_recipe
+from infra.storage import join, read_bytes, read_mask, read_rgb
+from tasks.caption import caption_samples
+from tasks.composite import composite_samples
+from tasks.filter import filter_samples
+from tasks.plan import plan_dataset
+from tasks.publish import collect_composition, publish_dataset, read_manifest
+from tasks.records import DatasetConfig
+from tasks.repaint import repaint_samples
+from tasks.segment import cutouts_by_photo, segment_concept
+
+
+def run_stages(config: DatasetConfig, out: str):
+    cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts}
+    planned = plan_dataset(config, cutouts)
+    stats, samples = [], {}
+    for comp in config.compositions:
+        s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
+        s = repaint_samples(s, out, config.stages.repaint)
+        s = filter_samples(caption_samples(s, config), config.stages.filter)
+        samples[comp.id] = s
+        stats.append(collect_composition(s, out))
+    return publish_dataset(config, out, stats, cutouts), samples, cutouts
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stages")
+    config = DatasetConfig.model_validate(small_recipe(tmp, samples=2))
+    return config, *run_stages(config, config.out)
+
+
+def test_objects_stay_exactly_as_composited(run):
+    config, manifest, samples, _ = run
+    for s in (s for group in samples.values() for s in group if s.status == "kept"):
+        final, composite = read_rgb(s.uris["repaint"]), read_rgb(s.uris["composite"])
+        solid = read_mask(s.uris["mask"]) >= 1.0
+        assert solid.mean() > 0.01, "objects cover part of the canvas"
+        assert np.array_equal(final[solid], composite[solid])
+        # The background was filled: no black holes left where no object is.
+        empty = read_mask(s.uris["mask"]) == 0
+        assert (final[empty].max(axis=1) < 8).mean() < 0.01
+
+
+def test_keys_follow_the_contract_and_are_deterministic(run, tmp_path):
+    config, manifest, samples, _ = run
+    s = samples["cat-mug"][0]
+    assert s.uris["composite"] == join(config.out, "cat-mug", "composite", f"{s.id}.png")
+    again = DatasetConfig.model_validate(small_recipe(tmp_path, samples=2))
+    replanned = plan_dataset(again, {c.id: segment_concept(c, again.out, again.stages.segment) for c in again.concepts})
+    assert [x.id for x in replanned["cat-mug"]] == [x.id for x in samples["cat-mug"]]
+    assert all(read_bytes(x.uris["repaint"]) for x in samples["cat-mug"])
+
+
+def test_a_changed_stage_setting_changes_the_sample_ids(run):
+    config, _, samples, cutouts = run
+    raw = config.model_dump()
+    raw["stages"]["repaint"]["options"] = {"shadow": 0.1}
+    changed = plan_dataset(DatasetConfig.model_validate(raw), cutouts)
+    assert not {x.id for x in changed["cat-mug"]} & {x.id for x in samples["cat-mug"]}
+
+
+def test_segmentation_is_cached_by_photo_content(run):
+    config, _, _, cutouts = run
+    records = sorted(Path(config.out, ".cache", "segment").rglob("*.json"))
+    assert len(records) == len(config.concepts)  # one photo each, shared by compositions
+    stamps = [r.stat().st_mtime_ns for r in records]
+    again = segment_concept(config.concept("chelsea"), config.out, config.stages.segment)
+    assert again == cutouts["chelsea"]
+    assert [r.stat().st_mtime_ns for r in records] == stamps  # read back, not recomputed
+
+
+def test_metadata_and_manifest_agree(run):
+    config, manifest, samples, _ = run
+    rows = [json.loads(line) for line in read_bytes(join(config.out, "metadata.jsonl")).decode().splitlines()]
+    kept = [s for group in samples.values() for s in group if s.status == "kept"]
+    assert len(rows) == len(kept) == manifest.kept
+    assert all(r["file_name"] in manifest.files for r in rows)
+    assert read_manifest(config.out).config_sha256 == manifest.config_sha256
+
+
+def test_stale_published_images_are_removed_after_the_manifest(run):
+    config, manifest, samples, cutouts = run
+    stale = Path(config.out, "cat-mug", "images", "00099-oldrecipe.png")
+    stale.write_bytes(b"left by an earlier recipe")
+    stats = [collect_composition(group, config.out) for group in samples.values()]
+    publish_dataset(config, config.out, stats, cutouts)
+    assert not stale.exists()
+    assert sorted(p.name for p in stale.parent.iterdir()) == sorted(
+        Path(p).name for p in manifest.files if p.startswith("cat-mug/images/")
+    )
