@@ -29,6 +29,20 @@ How it works (``OfflineSegmenter.segment``):
    GrabCut pixels), where a guided filter steered by the photo moves the outline onto the
    photo's own edges; then to full size, cut at 0.5, and given a Gaussian feather.
 
+An optional category hint (``segment(rgb, category="woman")``) swaps step 3's seeds for a
+category prior where one is known:
+
+- person words (``PERSON_WORDS``: person, woman, astronaut, ...): a frontal face is looked
+  for (scikit-image's LBP cascade). The face box grown upward (hair, a hat) and a body
+  widening below it down to the bottom edge are "probably person"; the face core, crown and
+  neck are "surely person"; beside the head and the borders the body does not reach are
+  background, but the bottom border never is (portraits are cut off by it). The component
+  that holds the face is the one kept. No face found: the plain seeds are used.
+- vehicle words (``VEHICLE_WORDS``: motorcycle, car, ...): the "probably object" box is
+  widened to most of the lower frame (wheels, chrome and the engine are not salient against
+  a garage), and the top and bottom borders are background (the floor is not the object).
+- anything else, or None: the plain seeds, byte for byte.
+
 When no foreground can be told apart (a flat or almost flat photo, or GrabCut finds
 nothing sizeable) the result is an all-zero mask: the caller records "empty mask".
 """
@@ -163,11 +177,12 @@ def _guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) 
 class OfflineSegmenter:
     """Classical foreground extraction (GrabCut seeded from the border) into a soft mask.
 
-    ``segment(rgb, alpha=None)`` takes an HxWx3 uint8 photo (and, when the photo had one,
-    its HxW float32 alpha in [0, 1]) and returns an HxW float32 mask in [0, 1], 1 on the
-    object. Same input, same bytes out: OpenCV's RNG (used by GrabCut's k-means) is seeded
-    before every call. An all-zero mask means "no object found"; only malformed input
-    raises (``ValueError``).
+    ``segment(rgb, alpha=None, category=None)`` takes an HxWx3 uint8 photo (and, when the
+    photo had one, its HxW float32 alpha in [0, 1]; and optionally the concept's category
+    word, which may bring a category prior: see the module docstring) and returns an HxW
+    float32 mask in [0, 1], 1 on the object. Same input, same bytes out: OpenCV's RNG
+    (used by GrabCut's k-means) is seeded before every call. An all-zero mask means "no
+    object found"; only malformed input raises (``ValueError``).
 
     Options:
       work_size   longer side of the image the outline is refined on.

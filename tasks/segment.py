@@ -1,8 +1,8 @@
 """Segment: each source photo -> a soft foreground mask, cached by the photo's content hash.
 
-The cache key is the photo's bytes, the backend, its options and its code, so every
-composition (and every rerun) that uses a photo shares one mask, and a changed photo or
-segmenter gets a new one. The mask is written before its small JSON record, so a record
+The cache key is the photo's bytes, its concept's category, the backend, its options and
+its code, so every composition (and every rerun) that uses a photo shares one mask, and a
+changed photo or segmenter gets a new one. The mask is written before its small JSON record, so a record
 that exists always points at a complete mask.
 """
 
@@ -55,13 +55,16 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
     """
     model = registry.load("segment", stage.backend, stage.options)
     cache = join(out, ".cache", "segment", f"{stage.backend}-{digest(stage.options, code_hash(type(model)))[:12]}")
+    # The category steers the segmenter (a person prior, a vehicle prior), so the same
+    # photo under two categories has two masks.
+    key = digest(concept.category.lower())[:8]
     cutouts: dict[int, Cutout] = {}
     todo: list[tuple[int, str, str, tuple[np.ndarray, np.ndarray | None]]] = []
     for i, photo in enumerate(concept.photos):
         try:
             data = read_bytes(photo)
             sha = sha256(data)
-            record_uri = join(cache, f"{sha}.json")
+            record_uri = join(cache, f"{key}-{sha}.json")
             if exists(record_uri):
                 cached = Cutout.model_validate_json(read_bytes(record_uri))
                 cutouts[i] = cached.model_copy(update={"photo": photo})
@@ -73,11 +76,11 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
     for (i, photo, sha, _), mask in zip(todo, masks):
         cut = describe(photo, mask).model_copy(update={"photo_sha256": sha})
         if cut.error is None:
-            mask_uri = join(cache, f"{sha}.png")
+            mask_uri = join(cache, f"{key}-{sha}.png")
             write_png(mask_uri, mask)
             cut = cut.model_copy(update={"mask": mask_uri})
         # The record is written after its mask: a record that exists points at a whole mask.
-        write_bytes(join(cache, f"{sha}.json"), cut.model_dump_json().encode())
+        write_bytes(join(cache, f"{key}-{sha}.json"), cut.model_dump_json().encode())
         cutouts[i] = cut
     return [cutouts[i] for i in range(len(concept.photos))]
 

@@ -136,3 +136,87 @@ def test_bad_alpha_raises_value_error():
     photo, _ = _disc_photo()
     with pytest.raises(ValueError, match="shape"):
         OfflineSegmenter().segment(photo, np.ones((10, 10), np.float32))
+
+
+# ---------------------------------------------------------------- category priors
+
+
+def _grace_hopper() -> np.ndarray:
+    import matplotlib.cbook
+    from PIL import Image
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB"))
+
+
+def test_person_prior_keeps_the_astronauts_head_and_leaves_out_the_flag():
+    photo = skimage.data.astronaut()  # 512x512; face and hair lie in rows 15-190, cols 150-300
+    plain = OfflineSegmenter().segment(photo)
+    mask = OfflineSegmenter().segment(photo, category="person")
+    head = (slice(60, 200), slice(170, 300))
+    hair = (slice(20, 60), slice(170, 280))
+    flag = (slice(0, 250), slice(0, 60))  # the US flag at the far left, beside the head
+    suit = (slice(300, 500), slice(60, 250))
+    assert plain[head].mean() < 0.2  # what the prior is for: without it the head is lost
+    assert mask[head].mean() > 0.6, mask[head].mean()
+    assert mask[hair].mean() > 0.5, mask[hair].mean()
+    assert mask[flag].mean() < 0.15, mask[flag].mean()
+    assert mask[suit].mean() > 0.9, mask[suit].mean()
+
+
+def test_person_prior_keeps_grace_hoppers_face_hat_and_uniform():
+    photo = _grace_hopper()  # 600x512
+    mask = OfflineSegmenter().segment(photo, category="woman")
+    face = (slice(150, 300), slice(190, 330))
+    hat = (slice(30, 130), slice(170, 350))
+    uniform = (slice(450, 600), slice(50, 450))
+    sky = (slice(0, 300), slice(420, 512))
+    assert mask[face].mean() > 0.8, mask[face].mean()
+    assert mask[hat].mean() > 0.5, mask[hat].mean()
+    assert mask[uniform].mean() > 0.5, mask[uniform].mean()
+    assert mask[sky].mean() < 0.1, mask[sky].mean()
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket"])
+def test_no_or_unknown_category_keeps_the_plain_behaviour(name):
+    photo = getattr(skimage.data, name)()
+    seg = OfflineSegmenter()
+    plain = seg.segment(photo)
+    assert seg.segment(photo, category=None).tobytes() == plain.tobytes()
+    assert seg.segment(photo, None, "teapot").tobytes() == plain.tobytes()
+
+
+def test_person_category_without_a_face_falls_back_to_the_plain_seeds():
+    photo, disc = _disc_photo()
+    seg = OfflineSegmenter()
+    assert seg.segment(photo, category="person").tobytes() == seg.segment(photo).tobytes()
+
+
+def test_person_prior_is_deterministic():
+    photo = skimage.data.astronaut()
+    first = OfflineSegmenter().segment(photo, category="astronaut")
+    second = OfflineSegmenter().segment(photo, category="astronaut")
+    assert first.tobytes() == second.tobytes()
+
+
+def test_vehicle_prior_finds_more_of_the_motorcycle():
+    photo = skimage.data.stereo_motorcycle()[0]  # 500x741, a motorcycle in a cluttered garage
+    seg = OfflineSegmenter()
+    plain = seg.segment(photo)
+    mask = seg.segment(photo, category="motorcycle")
+    engine = (slice(250, 350), slice(320, 480))
+    floor = (slice(430, 500), slice(0, 741))
+    assert plain[engine].mean() < 0.3
+    assert mask[engine].mean() > 0.7, mask[engine].mean()
+    assert mask[floor].mean() < 0.1, mask[floor].mean()
+
+
+def test_batch_passes_categories_and_old_calls_still_work():
+    photo = skimage.data.astronaut()
+    seg = OfflineSegmenter()
+    out = seg.segment_batch([(photo, None), (photo, None)], categories=["person", None])
+    assert out[0].tobytes() == seg.segment(photo, category="person").tobytes()
+    assert out[1].tobytes() == seg.segment(photo).tobytes()
+    assert seg.segment_batch([(photo, None)])[0].tobytes() == out[1].tobytes()
+    with pytest.raises(ValueError, match="categories"):
+        seg.segment_batch([(photo, None)], categories=["person", "cat"])
