@@ -76,6 +76,12 @@ class Concept(Record):
         return v
 
 
+# Words Hugging Face `datasets` reads as split names when they stand alone in a folder or
+# file name (between '-', '.', '_', ' ' or digits): a composition folder named "test-set"
+# would turn the dataset's single train split into a test split.
+SPLIT_WORDS = {"train", "training", "test", "testing", "eval", "evaluation", "validation", "valid", "dev", "val"}
+
+
 class Composition(Record):
     """A set of 2 to 5 concepts composed together, and how many samples to make of it."""
 
@@ -86,6 +92,18 @@ class Composition(Record):
         default_factory=list,
         description="background scenes to draw from; empty: the planner picks by category",
     )
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_split_name(cls, v: str) -> str:
+        words = {w.lower() for w in re.split(r"[-._ 0-9]+", v) if w}
+        clash = sorted(words & SPLIT_WORDS)
+        if clash:
+            raise ValueError(
+                f"composition id {v!r} contains {clash[0]!r}, which Hugging Face datasets "
+                "reads as a split name in a folder name; choose another id"
+            )
+        return v
 
     @field_validator("concepts")
     @classmethod

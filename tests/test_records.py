@@ -103,3 +103,14 @@ def test_box_iou():
     assert box_iou((0, 0, 10, 10), (10, 0, 10, 10)) == 0.0
     assert box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
     assert Box(concept="a", x=1, y=2, w=3, h=4).area == 12
+
+
+@pytest.mark.parametrize("bad", ["test", "test-set", "cat.train", "val2", "my_eval_run"])
+def test_composition_ids_that_datasets_would_read_as_splits(bad):
+    with pytest.raises(ValidationError, match="reads as a split name"):
+        Composition(id=bad, concepts=["a", "b"])
+
+
+@pytest.mark.parametrize("fine", ["contest", "cat-mug", "trainer-dog", "devon"])
+def test_words_that_only_contain_a_split_name_are_fine(fine):
+    assert Composition(id=fine, concepts=["a", "b"]).id == fine
