@@ -46,7 +46,7 @@ def direct(config, out: str) -> int:
         s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
         s = repaint_samples(s, out, config.stages.repaint)
         s = caption_samples(s, config)
-        s = filter_samples(s, config.stages.filter)
+        s = filter_samples(s, out, config.stages.filter)
         stats.append(collect_composition(s, out))
     return publish_dataset(config, out, stats, cutouts).planned
 

@@ -12,6 +12,7 @@ from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
+from infra import artifacts
 from infra.caching import STAGE_CACHE, result_storage_for
 from infra.config import load_config
 from models import registry
@@ -73,9 +74,10 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
         s = composite.submit(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
         s = repaint.submit(s, out, cfg.stages.repaint)
         s = caption.submit(s, cfg)
-        s = judge.submit(s, cfg.stages.filter)
+        s = judge.submit(s, out, cfg.stages.filter)
         stats.append(collect.submit(s, out))
-    manifest = publish_task.with_options(retries=opts["retries"]).submit(cfg, out, [f.result() for f in stats], cutouts).result()
+    manifest = publish_task.with_options(retries=opts["retries"]).submit(cfg, out, artifacts.track_compositions(cfg, stats), cutouts).result()
+    artifacts.publish_table(cfg, manifest)
 
     emit_event(
         event=PUBLISHED_EVENT,

@@ -15,6 +15,8 @@ import importlib.util
 import io
 import os
 import posixpath
+import random
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -43,6 +45,12 @@ def resolve(uri: str) -> str:
     return uri
 
 
+def local_path(uri: str) -> str | None:
+    """The local file system path of a file:// URI (or plain path); None for remote URIs."""
+    uri = resolve(uri)
+    return uri[len("file://") :] if uri.startswith("file://") else None
+
+
 def join(base: str, *parts: str) -> str:
     """Join a URI and relative parts with '/', on any protocol."""
     base = base.rstrip("/")
@@ -62,26 +70,76 @@ def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
+# --------------------------------------------------------------------------- retries
+
+_PERMANENT = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+
+
+def is_transient(err: BaseException) -> bool:
+    """A fault worth retrying: the network, a timeout, a throttled or unavailable store."""
+    if isinstance(err, (BadInput, *_PERMANENT)):
+        return False
+    if isinstance(err, (ConnectionError, TimeoutError, OSError)):
+        return True  # s3fs and aiohttp report failed requests as OSError subclasses
+    name = type(err).__name__
+    return any(k in name for k in ("Connection", "Timeout", "Throttl", "SlowDown", "Unavailable"))
+
+
+def _retrying(fn, uri: str):
+    """Call fn, retrying transient faults with exponential backoff and jitter.
+
+    Storage calls retry here, one request at a time; only a fault that outlasts these
+    retries fails the stage, which Prefect then retries as a whole.
+    """
+    attempts = int(os.environ.get("GEN4GEN_IO_RETRIES", "5"))
+    backoff = float(os.environ.get("GEN4GEN_IO_BACKOFF", "0.2"))
+    for attempt in range(attempts + 1):
+        try:
+            return fn()
+        except Exception as err:
+            if attempt == attempts or not is_transient(err):
+                raise
+            time.sleep(backoff * (2**attempt) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
 def exists(uri: str) -> bool:
     fs, path = _fs(uri)
-    return fs.exists(path)
+    return _retrying(lambda: fs.exists(path), uri)
 
 
 def read_bytes(uri: str) -> bytes:
-    """Read a whole object. A missing object is a bad input; other errors are transient."""
+    """Read a whole object. A missing object is a bad input; transient faults are retried."""
     fs, path = _fs(uri)
     try:
-        return fs.cat_file(path)
+        return _retrying(lambda: fs.cat_file(path), uri)
     except FileNotFoundError as err:
         raise BadInput(uri, "not found") from err
     except IsADirectoryError as err:
         raise BadInput(uri, "is a folder, not a file") from err
 
 
+def read_input(uri: str) -> bytes:
+    """Read a source input (a photo): one that stays unreachable after the retries is a
+    bad input of that sample (code `unreachable`), not a failure of the whole run."""
+    try:
+        return read_bytes(uri)
+    except BadInput:
+        raise
+    except Exception as err:
+        if is_transient(err):
+            raise BadInput(uri, f"unreachable after retries: {type(err).__name__}: {err}", code="unreachable") from err
+        raise
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object atomically (temporary name + rename on local disks)."""
     fs, path = _fs(uri)
-    if fs.protocol in ("file", "local") or "file" in getattr(fs, "protocol", ()):
+    _retrying(lambda: _write(fs, path, data), uri)
+
+
+def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
         tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
@@ -96,7 +154,7 @@ def write_bytes(uri: str, data: bytes) -> None:
 
 def remove(uri: str) -> None:
     fs, path = _fs(uri)
-    fs.rm_file(path)
+    _retrying(lambda: fs.rm_file(path), uri)
 
 
 def sha256(data: bytes) -> str:
@@ -106,10 +164,10 @@ def sha256(data: bytes) -> str:
 def list_files(uri: str) -> list[str]:
     """Every file below a URI, as URIs with the same protocol."""
     fs, path = _fs(uri)
-    if not fs.exists(path):
+    if not exists(uri):
         return []
     proto = resolve(uri).split("://", 1)[0]
-    return sorted(f"{proto}://{p}" if proto != "file" else f"file://{p}" for p in fs.find(path))
+    return sorted(f"{proto}://{p}" for p in _retrying(lambda: fs.find(path), uri))
 
 
 # --------------------------------------------------------------------------- images
@@ -168,6 +226,11 @@ def to_rgb_alpha(img: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
 
 def read_image(uri: str) -> Image.Image:
     return decode_image(read_bytes(uri), uri)
+
+
+def read_photo(uri: str) -> np.ndarray:
+    """A source photo as RGB, through read_input (unreachable photos are bad inputs)."""
+    return to_rgb_alpha(decode_image(read_input(uri), uri))[0]
 
 
 def read_rgb(uri: str) -> np.ndarray:

@@ -21,9 +21,13 @@ from infra.storage import join
 from tasks.records import Sample
 
 
-def stage_uri(out: str, composition: str, stage: str, sample: str, ext: str = "png") -> str:
-    """The deterministic key of one stage's output: {out}/{composition}/{stage}/{sample}.{ext}."""
-    return join(out, composition, stage, f"{sample}.{ext}")
+def stage_path(composition: str, stage: str, sample: str, ext: str = "png") -> str:
+    """The deterministic key of one stage's output, relative to the dataset URI.
+
+    Records hold relative paths so a dataset stays valid when copied elsewhere (a local
+    folder synced to S3) and two runs into different folders write identical records.
+    """
+    return f"{composition}/{stage}/{sample}.{ext}"
 
 
 def each_sample(samples: list[Sample], stage: str, fn: Callable[[Sample], None]) -> list[Sample]:

@@ -15,8 +15,8 @@ from prefect import task
 
 from infra.caching import STAGE_CACHE
 from infra.errors import BadInput
-from infra.storage import read_mask, read_rgb, write_png
-from tasks.common import each_sample, stage_uri
+from infra.storage import join, read_mask, read_photo, write_png
+from tasks.common import each_sample, stage_path
 from tasks.records import Box, Cutout, Sample, box_iou
 
 STAGE = "composite"
@@ -104,13 +104,13 @@ def composite_samples(samples: list[Sample], cutouts: dict[str, Cutout], out: st
                     code = reason.code if reason else "bad_input"
                     sample.fail(code, STAGE, f"{box.concept}: {reason.detail if reason else 'no mask'}")
                 return
-            crop_rgb, crop_mask = cut(read_rgb(cutout.photo), read_mask(cutout.mask), cutout)
+            crop_rgb, crop_mask = cut(read_photo(cutout.photo), read_mask(join(out, cutout.mask)), cutout)
             layers.append((box, crop_rgb, crop_mask))
         image, union, measures = compose(sample.plan.canvas, layers)
         for stage, arr in (("composite", image), ("mask", union)):
-            uri = stage_uri(out, sample.composition, stage, sample.id)
-            sample.hashes[stage] = write_png(uri, arr)
-            sample.uris[stage] = uri
+            path = stage_path(sample.composition, stage, sample.id)
+            sample.hashes[stage] = write_png(join(out, path), arr)
+            sample.paths[stage] = path
         sample.measures.update(measures)
 
     return each_sample(samples, STAGE, one)

@@ -12,7 +12,7 @@ import numpy as np
 from prefect import task
 
 from infra.caching import STAGE_CACHE
-from infra.storage import read_mask, read_rgb
+from infra.storage import join, read_mask, read_rgb
 from tasks.caption import missing_tokens
 from tasks.common import each_sample
 from tasks.records import FilterConfig, Reason, Sample
@@ -54,10 +54,10 @@ def object_reasons(measures: dict[str, float], concepts: list[str], limits: Filt
     return reasons
 
 
-def filter_samples(samples: list[Sample], limits: FilterConfig) -> list[Sample]:
+def filter_samples(samples: list[Sample], out: str, limits: FilterConfig) -> list[Sample]:
     def one(sample: Sample) -> None:
-        image = read_rgb(sample.uris["repaint"])
-        mask = read_mask(sample.uris["mask"])
+        image = read_rgb(join(out, sample.paths["repaint"]))
+        mask = read_mask(join(out, sample.paths["mask"]))
         reasons = object_reasons(sample.measures, sample.concepts, limits) + image_reasons(image, mask, limits)
         missing = missing_tokens(sample.caption or "", sample.tokens)
         if missing:
@@ -72,5 +72,5 @@ def filter_samples(samples: list[Sample], limits: FilterConfig) -> list[Sample]:
 
 
 @task(name="filter", cache_policy=STAGE_CACHE, persist_result=True)
-def filter_task(samples: list[Sample], limits: FilterConfig) -> list[Sample]:
-    return filter_samples(samples, limits)
+def filter_task(samples: list[Sample], out: str, limits: FilterConfig) -> list[Sample]:
+    return filter_samples(samples, out, limits)

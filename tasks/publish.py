@@ -1,10 +1,11 @@
 """Publish: commit a dataset version, in the order that makes a crash harmless.
 
-1. per composition (`collect`): the kept images are copied to {composition}/images/, then
-   the composition's samples.jsonl (every sample, kept or not, with its reasons);
-2. for the dataset (`publish`): metadata.jsonl (the Hugging Face imagefolder index of the
-   kept images), concepts_list.json (diffusers' Custom Diffusion format), and last the
-   manifest, written atomically. A reader trusts only what a manifest lists; a run killed
+1. per composition (`collect`): the composition's samples-*.jsonl (every sample, kept or
+   not, with its reasons) and its counts;
+2. for the dataset (`publish`, holding the dataset's lease): the kept images copied to
+   {composition}/images/, metadata.jsonl (the Hugging Face imagefolder index of the kept
+   images), concepts_list.json (diffusers' Custom Diffusion format), and last the
+   manifest, written atomically; then images older recipes left are removed. A reader trusts only what a manifest lists; a run killed
    anywhere before the manifest leaves the previous version readable and the rerun
    rewrites the same keys with the same bytes.
 """
@@ -21,11 +22,13 @@ from prefect import task
 
 from infra.caching import STAGE_CACHE
 from infra.errors import BadInput
-from infra.storage import join, list_files, read_bytes, relative, remove, resolve, sha256, write_bytes
+from infra.lease import lease
+from infra.storage import basename, exists, join, list_files, read_bytes, relative, remove, resolve, sha256, write_bytes
 from tasks.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
 IMAGES = "images"
+INDEX = ".index"  # content-named copies of the index files that manifests list
 
 
 def published_path(sample: Sample) -> str:
@@ -33,20 +36,17 @@ def published_path(sample: Sample) -> str:
 
 
 def collect_composition(samples: list[Sample], out: str) -> CompositionStats:
-    """Copy the kept images into place and write the composition's samples.jsonl."""
+    """Write the composition's samples-*.jsonl and count what happened to its samples.
+
+    The shard holds no timings (they go to the stats), so the same recipe always writes
+    the same bytes: a rerun, a resumed run and an uninterrupted run agree exactly.
+    """
     composition = samples[0].composition
-    images: dict[str, str] = {}
-    for sample in samples:
-        if sample.status != "kept":
-            continue
-        data = read_bytes(sample.uris["repaint"])
-        if sha256(data) != sample.hashes["repaint"]:
-            raise BadInput(sample.uris["repaint"], "changed since the repaint stage wrote it")
-        path = published_path(sample)
-        write_bytes(join(out, path), data)
-        images[path] = sample.hashes["repaint"]
-    shard = "".join(s.model_dump_json() + "\n" for s in sorted(samples, key=lambda s: s.plan.index)).encode()
-    shard_path = f"{composition}/samples.jsonl"
+    ordered = sorted(samples, key=lambda s: s.plan.index)
+    shard = "".join(s.model_dump_json(exclude={"seconds"}) + "\n" for s in ordered).encode()
+    # Named by content: a run of another recipe never overwrites a shard that an existing
+    # manifest lists.
+    shard_path = f"{composition}/samples-{sha256(shard)[:16]}.jsonl"
     write_bytes(join(out, shard_path), shard)
     reasons = Counter(r.code for s in samples if s.status in ("dropped", "failed") for r in s.reasons[:1])
     seconds: dict[str, float] = defaultdict(float)
@@ -63,8 +63,25 @@ def collect_composition(samples: list[Sample], out: str) -> CompositionStats:
         seconds={k: round(v, 3) for k, v in sorted(seconds.items())},
         shard=shard_path,
         shard_sha256=sha256(shard),
-        images=images,
+        images={published_path(s): s.hashes["repaint"] for s in ordered if s.status == "kept"},
     )
+
+
+def place_images(out: str, samples: list[Sample]) -> None:
+    """Copy each kept sample's final image to {composition}/images/ unless already there.
+
+    Keys are content hashes written atomically, so a present file holds the right bytes.
+    """
+    for sample in samples:
+        if sample.status != "kept":
+            continue
+        target = join(out, published_path(sample))
+        if exists(target):
+            continue
+        data = read_bytes(join(out, sample.paths["repaint"]))
+        if sha256(data) != sample.hashes["repaint"]:
+            raise BadInput(join(out, sample.paths["repaint"]), "changed since the repaint stage wrote it")
+        write_bytes(target, data)
 
 
 def read_shard(out: str, stats: CompositionStats) -> list[Sample]:
@@ -128,8 +145,18 @@ def publish_dataset(
     stats: list[CompositionStats],
     cutouts: dict[str, list[Cutout]],
 ) -> Manifest:
-    """Write the dataset's index files, then the manifest last; returns the manifest."""
+    """Place the kept images, write the index files, then the manifest last.
+
+    All under the dataset's lease: publishing rewrites shared files and deletes stale
+    images, which two runs must not interleave.
+    """
+    with lease(out):
+        return _publish(config, out, stats, cutouts)
+
+
+def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cutouts: dict[str, list[Cutout]]) -> Manifest:
     samples = [s for st in stats for s in read_shard(out, st)]
+    place_images(out, samples)
     files: dict[str, str] = {}
     for st in stats:
         files.update(st.images)
@@ -137,19 +164,29 @@ def publish_dataset(
     rows = metadata_rows(samples)
     index = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     concepts = json.dumps(concepts_list(config, {st.composition: st.kept for st in stats}), indent=2).encode()
-    for name, data in (("metadata.jsonl", index), ("concepts_list.json", concepts)):
-        write_bytes(join(out, name), data)
-        files[name] = sha256(data)
+    entry_points = {"metadata.jsonl": index, "concepts_list.json": concepts}
+    # The manifest lists immutable, content-named copies of the index files; the copies at
+    # the top (what imagefolder and the training script open) are rewritten after it. So at
+    # any moment every file the current manifest lists exists with its hash.
+    index_copies: dict[str, str] = {}
+    for name, data in entry_points.items():
+        stem, ext = name.rsplit(".", 1)
+        copy = f"{INDEX}/{stem}-{sha256(data)[:16]}.{ext}"
+        write_bytes(join(out, copy), data)
+        files[copy] = sha256(data)
+        index_copies[name] = copy
     unusable = {c.photo: c.error.detail for cuts in cutouts.values() for c in cuts if c.error is not None}
     manifest = Manifest(
         dataset=config.name,
         version=config.version,
         uri=resolve(out),
         created=datetime.now(timezone.utc),
-        config_sha256=sha256(config.model_dump_json().encode()),
+        # The recipe's content, not where or how wide it ran: run settings change no byte.
+        config_sha256=sha256(config.model_dump_json(exclude={"run"}).encode()),
         packages=package_versions(),
         compositions=stats,
         files=dict(sorted(files.items())),
+        index=index_copies,
         kept=sum(st.kept for st in stats),
         dropped=sum(st.dropped for st in stats),
         failed=sum(st.failed for st in stats),
@@ -157,20 +194,30 @@ def publish_dataset(
         unusable_photos=dict(sorted(unusable.items())),
     )
     write_bytes(join(out, "manifest.json"), manifest.model_dump_json(indent=2).encode())
-    remove_stale_images(out, stats)
+    for name, data in entry_points.items():
+        write_bytes(join(out, name), data)
+    remove_unlisted(out, manifest)
     return manifest
 
 
-def remove_stale_images(out: str, stats: list[CompositionStats]) -> None:
-    """Delete published images an earlier recipe left that this manifest no longer lists.
+def remove_unlisted(out: str, manifest: Manifest) -> None:
+    """Delete published files an earlier recipe left that this manifest no longer lists.
 
     Done after the manifest is written, so the manifest never lists a missing file; the
-    images/ folders must hold only listed images because training scripts read whole folders.
+    images/ folders must hold only listed images because training scripts read whole
+    folders. Stage outputs and caches are left alone: they are keyed by content and an
+    older manifest may be restored.
     """
-    for st in stats:
-        for uri in list_files(join(out, st.composition, IMAGES)):
-            if relative(uri, out) not in st.images:
-                remove(uri)
+    listed = set(manifest.files)
+    folders = [join(out, st.composition, IMAGES) for st in manifest.compositions] + [join(out, INDEX)]
+    candidates = [u for folder in folders for u in list_files(folder)]
+    candidates += [
+        u for st in manifest.compositions for u in list_files(join(out, st.composition))
+        if relative(u, out).count("/") == 1 and basename(u).startswith("samples-")
+    ]
+    for uri in candidates:
+        if relative(uri, out) not in listed:
+            remove(uri)
 
 
 def read_manifest(out: str) -> Manifest:

@@ -201,7 +201,9 @@ class Sample(Record):
     concepts: list[SafeId]
     tokens: list[str]
     plan: LayoutPlan
-    uris: dict[str, str] = Field(default_factory=dict, description="stage -> output URI")
+    paths: dict[str, str] = Field(
+        default_factory=dict, description="stage -> output path, relative to the dataset URI"
+    )
     hashes: dict[str, str] = Field(default_factory=dict, description="stage -> sha256 of output")
     caption: str | None = None
     status: Status = "planned"
@@ -230,7 +232,9 @@ class Cutout(Record):
 
     photo: str
     photo_sha256: str | None = None
-    mask: str | None = Field(default=None, description="URI of the soft mask (8-bit PNG)")
+    mask: str | None = Field(
+        default=None, description="path of the soft mask (8-bit PNG), relative to the dataset URI"
+    )
     bbox: tuple[int, int, int, int] | None = Field(
         default=None, description="(x, y, w, h) of the object in photo pixels"
     )
@@ -252,7 +256,7 @@ class CompositionStats(Record):
     failed: int
     reasons: dict[str, int] = Field(default_factory=dict, description="reason code -> samples")
     seconds: dict[str, float] = Field(default_factory=dict, description="stage -> total seconds")
-    shard: str = Field(description="path of the composition's samples.jsonl, dataset-relative")
+    shard: str = Field(description="path of the composition's samples-*.jsonl, dataset-relative")
     shard_sha256: str
     images: dict[str, str] = Field(
         default_factory=dict, description="published image path (dataset-relative) -> sha256"
@@ -270,6 +274,10 @@ class Manifest(Record):
     packages: dict[str, str]
     compositions: list[CompositionStats]
     files: dict[str, str] = Field(description="relative path -> sha256 of the published files")
+    index: dict[str, str] = Field(
+        default_factory=dict,
+        description="top-level index file (metadata.jsonl, concepts_list.json) -> its listed copy",
+    )
     unusable_photos: dict[str, str] = Field(
         default_factory=dict, description="photo URI -> why it could not be used"
     )

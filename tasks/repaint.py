@@ -10,9 +10,9 @@ import numpy as np
 from prefect import task
 
 from infra.caching import STAGE_CACHE
-from infra.storage import read_mask, read_rgb, write_png
+from infra.storage import join, read_mask, read_rgb, write_png
 from models import registry
-from tasks.common import each_sample, stage_uri
+from tasks.common import each_sample, stage_path
 from tasks.records import Sample, StageConfig
 
 STAGE = "repaint"
@@ -36,13 +36,13 @@ def repaint_samples(samples: list[Sample], out: str, stage: StageConfig) -> list
     model = registry.load("repaint", stage.backend, stage.options)
 
     def one(sample: Sample) -> None:
-        composite = read_rgb(sample.uris["composite"])
-        mask = read_mask(sample.uris["mask"])
+        composite = read_rgb(join(out, sample.paths["composite"]))
+        mask = read_mask(join(out, sample.paths["mask"]))
         painted = model.repaint(composite, mask, sample.plan.scene, sample.plan.seed, [b.xywh for b in sample.plan.boxes])
         image = keep_objects(painted, composite, mask)
-        uri = stage_uri(out, sample.composition, STAGE, sample.id)
-        sample.hashes[STAGE] = write_png(uri, image)
-        sample.uris[STAGE] = uri
+        path = stage_path(sample.composition, STAGE, sample.id)
+        sample.hashes[STAGE] = write_png(join(out, path), image)
+        sample.paths[STAGE] = path
 
     return each_sample(samples, STAGE, one)
 

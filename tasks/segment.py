@@ -13,7 +13,7 @@ from prefect import task
 
 from infra.caching import STAGE_CACHE
 from infra.errors import BadInput
-from infra.storage import decode_image, exists, join, read_bytes, sha256, to_rgb_alpha, write_bytes, write_png
+from infra.storage import decode_image, exists, join, read_bytes, read_input, sha256, to_rgb_alpha, write_bytes, write_png
 from models import registry
 from tasks.common import code_hash, digest
 from tasks.records import Concept, Cutout, Reason, StageConfig
@@ -54,7 +54,7 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
     Cached masks are read back; the photos still to do go through the model as one batch.
     """
     model = registry.load("segment", stage.backend, stage.options)
-    cache = join(out, ".cache", "segment", f"{stage.backend}-{digest(stage.options, code_hash(type(model)))[:12]}")
+    cache = f".cache/segment/{stage.backend}-{digest(stage.options, code_hash(type(model)))[:12]}"
     # The category steers the segmenter (a person prior, a vehicle prior), so the same
     # photo under two categories has two masks.
     key = digest(concept.category.lower())[:8]
@@ -62,9 +62,9 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
     todo: list[tuple[int, str, str, tuple[np.ndarray, np.ndarray | None]]] = []
     for i, photo in enumerate(concept.photos):
         try:
-            data = read_bytes(photo)
+            data = read_input(photo)
             sha = sha256(data)
-            record_uri = join(cache, f"{key}-{sha}.json")
+            record_uri = join(out, cache, f"{key}-{sha}.json")
             if exists(record_uri):
                 cached = Cutout.model_validate_json(read_bytes(record_uri))
                 cutouts[i] = cached.model_copy(update={"photo": photo})
@@ -76,11 +76,11 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
     for (i, photo, sha, _), mask in zip(todo, masks):
         cut = describe(photo, mask).model_copy(update={"photo_sha256": sha})
         if cut.error is None:
-            mask_uri = join(cache, f"{key}-{sha}.png")
-            write_png(mask_uri, mask)
-            cut = cut.model_copy(update={"mask": mask_uri})
+            mask_path = f"{cache}/{key}-{sha}.png"
+            write_png(join(out, mask_path), mask)
+            cut = cut.model_copy(update={"mask": mask_path})
         # The record is written after its mask: a record that exists points at a whole mask.
-        write_bytes(join(cache, f"{key}-{sha}.json"), cut.model_dump_json().encode())
+        write_bytes(join(out, cache, f"{key}-{sha}.json"), cut.model_dump_json().encode())
         cutouts[i] = cut
     return [cutouts[i] for i in range(len(concept.photos))]
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import small_recipe, write_uniform_photo
 from infra import progress
 from infra.storage import join, read_bytes, sha256
-from tasks.publish import read_manifest
+from tasks.publish import read_manifest, read_shard
 from tasks.records import DatasetConfig, Sample
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -32,8 +32,8 @@ def stage_calls():
 
 
 def shard(out: str, composition: str) -> list[Sample]:
-    data = read_bytes(join(out, composition, "samples.jsonl")).decode()
-    return [Sample.model_validate_json(line) for line in data.splitlines()]
+    manifest = read_manifest(out)
+    return read_shard(out, next(st for st in manifest.compositions if st.composition == composition))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_every_sample_is_recorded_with_its_stage_outputs(published):
         assert len(samples) == st.planned and len({s.id for s in samples}) == st.planned
         for s in samples:
             if s.status == "kept":
-                assert set(s.uris) == {"composite", "mask", "repaint"} and not s.reasons
+                assert set(s.paths) == {"composite", "mask", "repaint"} and not s.reasons
             else:
                 assert s.reasons, s.id
 

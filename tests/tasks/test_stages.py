@@ -27,7 +27,7 @@ def run_stages(config: DatasetConfig, out: str):
     for comp in config.compositions:
         s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
         s = repaint_samples(s, out, config.stages.repaint)
-        s = filter_samples(caption_samples(s, config), config.stages.filter)
+        s = filter_samples(caption_samples(s, config), out, config.stages.filter)
         samples[comp.id] = s
         stats.append(collect_composition(s, out))
     return publish_dataset(config, out, stats, cutouts), samples, cutouts
@@ -43,23 +43,23 @@ def run(tmp_path_factory):
 def test_objects_stay_exactly_as_composited(run):
     config, manifest, samples, _ = run
     for s in (s for group in samples.values() for s in group if s.status == "kept"):
-        final, composite = read_rgb(s.uris["repaint"]), read_rgb(s.uris["composite"])
-        solid = read_mask(s.uris["mask"]) >= 1.0
+        final, composite = read_rgb(join(config.out, s.paths["repaint"])), read_rgb(join(config.out, s.paths["composite"]))
+        solid = read_mask(join(config.out, s.paths["mask"])) >= 1.0
         assert solid.mean() > 0.01, "objects cover part of the canvas"
         assert np.array_equal(final[solid], composite[solid])
         # The background was filled: no black holes left where no object is.
-        empty = read_mask(s.uris["mask"]) == 0
+        empty = read_mask(join(config.out, s.paths["mask"])) == 0
         assert (final[empty].max(axis=1) < 8).mean() < 0.01
 
 
 def test_keys_follow_the_contract_and_are_deterministic(run, tmp_path):
     config, manifest, samples, _ = run
     s = samples["cat-mug"][0]
-    assert s.uris["composite"] == join(config.out, "cat-mug", "composite", f"{s.id}.png")
+    assert s.paths["composite"] == f"cat-mug/composite/{s.id}.png"
     again = DatasetConfig.model_validate(small_recipe(tmp_path, samples=2))
     replanned = plan_dataset(again, {c.id: segment_concept(c, again.out, again.stages.segment) for c in again.concepts})
     assert [x.id for x in replanned["cat-mug"]] == [x.id for x in samples["cat-mug"]]
-    assert all(read_bytes(x.uris["repaint"]) for x in samples["cat-mug"])
+    assert all(read_bytes(join(config.out, x.paths["repaint"])) for x in samples["cat-mug"])
 
 
 def test_a_changed_stage_setting_changes_the_sample_ids(run):
@@ -89,13 +89,15 @@ def test_metadata_and_manifest_agree(run):
     assert read_manifest(config.out).config_sha256 == manifest.config_sha256
 
 
-def test_stale_published_images_are_removed_after_the_manifest(run):
+def test_stale_published_files_are_removed_after_the_manifest(run):
     config, manifest, samples, cutouts = run
     stale = Path(config.out, "cat-mug", "images", "00099-oldrecipe.png")
     stale.write_bytes(b"left by an earlier recipe")
+    old_shard = Path(config.out, "cat-mug", "samples-0123456789abcdef.jsonl")
+    old_shard.write_bytes(b"{}")
     stats = [collect_composition(group, config.out) for group in samples.values()]
     publish_dataset(config, config.out, stats, cutouts)
-    assert not stale.exists()
+    assert not stale.exists() and not old_shard.exists()
     assert sorted(p.name for p in stale.parent.iterdir()) == sorted(
         Path(p).name for p in manifest.files if p.startswith("cat-mug/images/")
     )

@@ -1,0 +1,180 @@
+"""Tier 3: nothing lost. Determinism, faults, concurrent runs, crashes (issue 8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import faults
+from conftest import REPO, small_recipe
+from infra.storage import join, list_files, read_bytes, relative, sha256
+from tasks.publish import read_manifest, read_shard
+from tasks.records import DatasetConfig
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+VOLATILE = {"created", "uri"}  # what may differ between two runs of the same recipe
+
+
+def run_flow(raw: dict, out: str | None = None):
+    from flows.generate import run_generate
+
+    config = DatasetConfig.model_validate(raw)
+    return run_generate(config, out or config.out)
+
+
+def published(out: str) -> dict:
+    """Everything a reader of the dataset sees, minus timestamps, location and timings."""
+    manifest = read_manifest(out)
+    view = manifest.model_dump(mode="json", exclude=VOLATILE)
+    for st in view["compositions"]:
+        st.pop("seconds")
+    files = {rel: sha256(read_bytes(join(out, rel))) for rel in manifest.files}
+    tops = {name: sha256(read_bytes(join(out, name))) for name in ("metadata.jsonl", "concepts_list.json")}
+    return {"manifest": view, "files": files, "tops": tops}
+
+
+def check_consistent(out: str) -> None:
+    """The reader's contract: what the manifest lists exists with its hash, no sample twice,
+    kept + dropped + failed = planned, images/ folders hold exactly the listed images."""
+    manifest = read_manifest(out)
+    for rel, digest in manifest.files.items():
+        assert sha256(read_bytes(join(out, rel))) == digest, f"{rel} does not match the manifest"
+    ids = [s.id for st in manifest.compositions for s in read_shard(out, st)]
+    assert len(ids) == len(set(ids)) == manifest.planned
+    assert manifest.kept + manifest.dropped + manifest.failed == manifest.planned
+    for st in manifest.compositions:
+        on_disk = {relative(u, out) for u in list_files(join(out, st.composition, "images"))}
+        assert on_disk == set(st.images), st.composition
+
+
+def test_same_recipe_gives_a_byte_identical_dataset(tmp_path):
+    raw = small_recipe(tmp_path, samples=2)
+    run_flow(raw, str(tmp_path / "a"))
+    raw["run"]["cache"] = False  # recompute everything, into another folder
+    run_flow(raw, str(tmp_path / "b"))
+    a, b = published(str(tmp_path / "a")), published(str(tmp_path / "b"))
+    assert a == b
+    for name in ("metadata.jsonl", "concepts_list.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_transient_faults_on_a_share_of_storage_requests(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEN4GEN_IO_BACKOFF", "0.01")
+    faults.register()
+    raw = small_recipe(tmp_path, samples=2)
+    run_flow(raw, str(tmp_path / "clean"))
+    faults.Faults.configure(rate=0.15, seed=1)
+    try:
+        run_flow(raw, f"faulty://{tmp_path}/flaky")
+    finally:
+        injected = faults.Faults.injected
+        faults.Faults.configure(rate=0.0)
+    assert injected >= 10, "the test must actually inject faults"
+    assert published(str(tmp_path / "flaky")) == published(str(tmp_path / "clean"))
+    check_consistent(str(tmp_path / "flaky"))
+
+
+def test_an_unreachable_photo_fails_only_its_samples(tmp_path, monkeypatch):
+    monkeypatch.setenv("GEN4GEN_IO_RETRIES", "2")
+    monkeypatch.setenv("GEN4GEN_IO_BACKOFF", "0.01")
+    faults.register()
+    photo_dir = tmp_path / "photos"
+    photo_dir.mkdir()
+    (photo_dir / "rocket.jpg").write_bytes(read_bytes("pkgdata://skimage/data/rocket.jpg"))
+    raw = small_recipe(tmp_path, samples=2)
+    raw["concepts"][2]["photos"] = [f"faulty://{photo_dir}/rocket.jpg"]
+    faults.Faults.configure(rate=1.0)  # every request to that store fails: it is down
+    try:
+        manifest = run_flow(raw)
+    finally:
+        faults.Faults.configure(rate=0.0)
+    stats = {st.composition: st for st in manifest.compositions}
+    assert stats["cat-mug-rocket"].failed == 2 and stats["cat-mug-rocket"].reasons == {"unreachable": 2}
+    assert stats["cat-mug"].failed == 0
+    assert "unreachable after retries" in manifest.unusable_photos[f"faulty://{photo_dir}/rocket.jpg"]
+
+
+def test_two_runs_of_different_recipes_on_one_output_at_once(tmp_path):
+    out = str(tmp_path / "shared")
+    first, second = small_recipe(tmp_path, samples=2), small_recipe(tmp_path, samples=3)
+    errors: list[BaseException] = []
+
+    def go(raw):
+        try:
+            run_flow(raw, out)
+        except BaseException as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=go, args=(raw,)) for raw in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    check_consistent(out)  # whichever published last, its manifest is whole
+    assert read_manifest(out).planned in (4, 6)
+    assert not Path(out, ".lease").exists()
+
+
+# --------------------------------------------------------------------------- crashes
+
+
+def write_recipe(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def gen4gen(recipe: Path, out: Path, env: dict) -> subprocess.Popen:
+    # A session of its own, so the kill takes the temporary Prefect server down too.
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "generate", str(recipe), "--out", str(out)],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def kill_at(proc: subprocess.Popen, seconds: float) -> bool:
+    """SIGKILL the run's whole process group after `seconds`; False if it finished first."""
+    try:
+        proc.wait(timeout=seconds)
+        return False
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+
+
+def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
+    raw = small_recipe(tmp_path, samples=3)
+    recipe = write_recipe(tmp_path, raw)
+    reference = tmp_path / "reference"
+    run_flow(raw, str(reference))
+
+    out = tmp_path / "crashy"
+    # Start from an older version already published there: a reader must always find a
+    # whole dataset, the old one or the new one, whenever the kill lands.
+    run_flow(small_recipe(tmp_path, samples=1), str(out))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    rng = random.Random(8)
+    kills = 0
+    for _ in range(5):
+        if kill_at(gen4gen(recipe, out, env), rng.uniform(4.0, 16.0)):
+            kills += 1
+        check_consistent(str(out))
+    final = gen4gen(recipe, out, env)
+    assert final.wait(timeout=300) == 0, final.stderr.read().decode()[-2000:]
+    assert kills >= 3, "most runs must be killed for the test to mean something"
+    check_consistent(str(out))
+    assert published(str(out)) == published(str(reference))
