@@ -30,6 +30,8 @@ from infra.errors import BadInput
 # A decompression bomb is refused before decoding: 64 megapixels is far above any photo
 # a concept needs and far below what would exhaust memory.
 MAX_PIXELS = 64_000_000
+# A strip 1000 pixels wide and 10 high is not a photo of an object; no box can hold it.
+MAX_ASPECT = 20.0
 
 
 def resolve(uri: str) -> str:
@@ -187,7 +189,7 @@ def decode_image(data: bytes, name: str) -> Image.Image:
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > MAX_PIXELS:
-                raise BadInput(name, f"{w}x{h} is over the {MAX_PIXELS:,} pixel limit")
+                raise BadInput(name, f"decompression bomb refused: {w}x{h} is over the {MAX_PIXELS:,} pixel limit")
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -197,8 +199,11 @@ def decode_image(data: bytes, name: str) -> Image.Image:
         raise BadInput(name, f"decompression bomb refused: {err}") from err
     except Exception as err:  # PIL raises many types for broken files
         raise BadInput(name, f"cannot decode image: {type(err).__name__}: {err}") from err
-    if min(img.size) < 8:
-        raise BadInput(name, f"image is {img.size[0]}x{img.size[1]}: too small to use")
+    w, h = img.size
+    if min(w, h) < 8:
+        raise BadInput(name, f"image is {w}x{h}: too small to use")
+    if max(w, h) / min(w, h) > MAX_ASPECT:
+        raise BadInput(name, f"image is {w}x{h}: an aspect ratio over {MAX_ASPECT:.0f}:1 is not a photo of an object")
     return img
 
 

@@ -58,7 +58,7 @@ def test_undecodable_inputs_raise_bad_input(data, message):
 def test_decompression_bomb_is_refused_before_decoding():
     # A tiny file declaring 20000 x 20000 pixels.
     bomb = png_bytes(Image.new("1", (20000, 20000)))
-    with pytest.raises(BadInput, match="pixel limit|decompression bomb"):
+    with pytest.raises(BadInput, match="decompression bomb refused"):
         storage.decode_image(bomb, "bomb.png")
 
 
