@@ -1,6 +1,7 @@
 """The `gen4gen` command.
 
     gen4gen generate CONFIG [--out URI] [--workers N] [--samples N] [--no-cache] [--verbose]
+    gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -37,11 +38,44 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--samples", type=int, help="samples per composition (a quick preview)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every stage")
     gen.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    rep = sub.add_parser("report", help="write a self-contained HTML report of a published dataset")
+    rep.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
+    rep.add_argument("--out", default="report.html", help="where the page goes (default: report.html)")
+    rep.add_argument("--compare", metavar="OTHER_URI", help="an earlier version: show what changed")
+    rep.add_argument("--decisions", metavar="FILE", help="human ratings (JSON or CSV, sample id -> 1..5)")
+    rep.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     args = parser.parse_args(argv)
     _quiet_prefect(args.verbose)
     if args.command == "generate":
         return _generate(args)
+    if args.command == "report":
+        return _report(args)
     return 2
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Exit 0 with the page written, 2 when a dataset or the decisions file cannot be used."""
+    from infra.errors import BadInput
+    from infra.storage import resolve, write_bytes
+    from tasks.report import DecisionsError, build_report, read_decisions
+
+    try:
+        ratings = read_decisions(args.decisions) if args.decisions else None
+        report = build_report(args.dataset, compare_uri=args.compare, ratings=ratings)
+    except (BadInput, DecisionsError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data = report.html.encode()
+    write_bytes(resolve(args.out), data)
+    if report.agreement is not None:
+        print("\n".join(report.agreement.lines()))
+    if report.changes is not None:
+        c = report.changes
+        print(f"since {c.old_label}: {len(c.added)} samples added, {len(c.removed)} removed, "
+              f"{len(c.verdict_changed)} verdicts changed")
+    print(f"report: {report.samples} samples, {len(data) / 1e6:.2f} MB", file=sys.stderr)
+    print(resolve(args.out))
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -40,6 +40,43 @@ def prefect_harness():
         yield
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server(monkeypatch):
+    """A real S3-API server (moto) on 127.0.0.1 with a bucket `factory`; stops at the end.
+
+    The endpoint and credentials go into the environment, where s3fs (and any subprocess
+    the test starts) find them.
+    """
+    server_mod = pytest.importorskip("moto.server")
+    port = _free_port()
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+    import s3fs
+
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="factory")
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield "s3://factory"
+    s3fs.S3FileSystem.clear_instance_cache()
+    server.stop()
+
+
 def small_recipe(tmp_path: Path, samples: int = 2, canvas: int = 256, extra_concepts=(), extra_compositions=()) -> dict:
     """A small recipe on the demo's package photos: quick enough for flow tests."""
     concepts = [

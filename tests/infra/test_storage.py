@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -90,33 +89,6 @@ def test_png_encoding_is_deterministic_and_masks_round_trip(tmp_path):
     digest = storage.write_png(uri, mask)
     assert digest == storage.sha256(storage.read_bytes(uri))
     assert np.abs(storage.read_mask(uri) - mask).max() <= 0.5 / 255 + 1e-6
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(monkeypatch):
-    """A real S3-API server (moto) on 127.0.0.1, stopped at the end of the test."""
-    server_mod = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    import boto3
-    import s3fs
-
-    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="factory")
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield "s3://factory"
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
 
 
 def test_same_code_reads_and_writes_s3(s3_server):

@@ -1,0 +1,526 @@
+"""The dataset report: one self-contained HTML page that shows what the factory made.
+
+`build_report(dataset_uri, ...)` reads a published version the way any reader must (the
+manifest, then each composition's samples.jsonl, whose hash the manifest records) and
+returns the page as a string: summary numbers, per-composition and per-concept counts, drop
+reasons as bars, every sample as a row of stage thumbnails (source photos -> mask ->
+composite -> final) with caption and verdict, filters by composition and verdict, and
+optionally the changes from another version and the filter's agreement with human ratings.
+
+Everything the page needs is inline (CSS, JS, thumbnails as data URIs), so it opens from a
+mail attachment or an S3 console with no network and no access to the dataset. No Prefect
+is needed to build or test it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from infra.errors import BadInput
+from infra.storage import decode_image, join, read_bytes, resolve, sha256
+from tasks.common import stage_path
+from tasks.publish import published_path, read_manifest, read_shard
+from tasks.records import Manifest, Sample
+
+# The paper kept only images people rated 4 or 5.
+HUMAN_KEEP_RATING = 4
+THUMB = 160  # pixels on the long side; 160 px JPEG at q=70 is ~5 KB, so 100 samples ~2 MB
+JPEG_QUALITY = 70
+STAGES = ("mask", "composite", "repaint")  # shown after the source photos, in flow order
+
+
+class DecisionsError(ValueError):
+    """A decisions file that cannot be used; the message names the file, row and value."""
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class Version:
+    """One published dataset version as the report sees it."""
+
+    uri: str
+    manifest: Manifest
+    samples: list[Sample]
+
+    @property
+    def by_id(self) -> dict[str, Sample]:
+        return {s.id: s for s in self.samples}
+
+
+def load_version(uri: str) -> Version:
+    """Read a version through its manifest only (a reader trusts only what it lists)."""
+    uri = resolve(uri)
+    manifest = read_manifest(uri)
+    samples = [s for st in manifest.compositions for s in read_shard(uri, st)]
+    return Version(uri=uri, manifest=manifest, samples=samples)
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def parse_decisions(data: bytes, name: str) -> dict[str, int]:
+    """Sample id -> rating 1..5, from JSON or CSV bytes.
+
+    JSON: {"<sample id>": rating, ...}, or the page's export {"ratings": {...}, ...}.
+    CSV: a header with `sample_id` (or `id`) and `rating` columns, one row per sample.
+    """
+    text = data.decode("utf-8-sig", errors="replace")
+    if not text.strip():
+        raise DecisionsError(f"{name}: empty decisions file")
+    if text.lstrip()[0] in "{[":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DecisionsError(f"{name}: not valid JSON: {err}") from err
+        if isinstance(raw, dict) and isinstance(raw.get("ratings"), dict):
+            raw = raw["ratings"]
+        if not isinstance(raw, dict):
+            raise DecisionsError(f"{name}: expected an object of sample id -> rating, got {type(raw).__name__}")
+        rows = [(str(k), v, f"key {k!r}") for k, v in raw.items()]
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        cols = [c.strip() for c in reader.fieldnames or []]
+        id_col = next((c for c in ("sample_id", "id") if c in cols), None)
+        if id_col is None or "rating" not in cols:
+            raise DecisionsError(f"{name}: CSV header {cols} needs a 'sample_id' (or 'id') and a 'rating' column")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            rows.append((row[id_col], row["rating"], f"line {line}"))
+    ratings: dict[str, int] = {}
+    for sample_id, value, where in rows:
+        rating = _rating(value)
+        if rating is None:
+            raise DecisionsError(f"{name}: {where}: rating {value!r} for {sample_id!r} is not a whole number 1 to 5")
+        ratings[sample_id] = rating
+    return ratings
+
+
+def _rating(value) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and 1 <= value <= 5 else None
+
+
+def read_decisions(uri: str) -> dict[str, int]:
+    return parse_decisions(read_bytes(uri), uri)
+
+
+@dataclass
+class Agreement:
+    """How the automatic filter's "keep" agrees with people's (rating >= min_rating)."""
+
+    min_rating: int
+    both_keep: int = 0  # true positives
+    filter_only: int = 0  # false positives: the filter kept what people would drop
+    human_only: int = 0  # false negatives: the filter dropped what people would keep
+    both_drop: int = 0
+    unknown: list[str] = field(default_factory=list)  # rated ids not in this version
+
+    @property
+    def rated(self) -> int:
+        return self.both_keep + self.filter_only + self.human_only + self.both_drop
+
+    @property
+    def precision(self) -> float | None:
+        n = self.both_keep + self.filter_only
+        return self.both_keep / n if n else None
+
+    @property
+    def recall(self) -> float | None:
+        n = self.both_keep + self.human_only
+        return self.both_keep / n if n else None
+
+    def lines(self) -> list[str]:
+        def pct(x: float | None) -> str:
+            return "n/a" if x is None else f"{x:.2f}"
+
+        out = [
+            f"filter agreement on {self.rated} rated samples (people keep a rating >= {self.min_rating}):",
+            f"  precision of keep {pct(self.precision)}: {self.both_keep} of "
+            f"{self.both_keep + self.filter_only} samples the filter kept were kept by people",
+            f"  recall of keep    {pct(self.recall)}: {self.both_keep} of "
+            f"{self.both_keep + self.human_only} samples people kept were kept by the filter",
+            f"  both drop {self.both_drop}; filter kept, people dropped {self.filter_only}; "
+            f"filter dropped, people kept {self.human_only}",
+        ]
+        if self.unknown:
+            out.append(f"  {len(self.unknown)} rated ids are not in this version (ignored): {', '.join(self.unknown[:5])}"
+                       + (" ..." if len(self.unknown) > 5 else ""))
+        return out
+
+
+def filter_agreement(samples: list[Sample], ratings: dict[str, int], min_rating: int = HUMAN_KEEP_RATING) -> Agreement:
+    """Compare the filter's verdict (kept, or not) with the rating of every rated sample."""
+    by_id = {s.id: s for s in samples}
+    agreement = Agreement(min_rating=min_rating, unknown=sorted(set(ratings) - set(by_id)))
+    for sample_id, rating in ratings.items():
+        sample = by_id.get(sample_id)
+        if sample is None:
+            continue
+        auto, human = sample.status == "kept", rating >= min_rating
+        if auto and human:
+            agreement.both_keep += 1
+        elif auto:
+            agreement.filter_only += 1
+        elif human:
+            agreement.human_only += 1
+        else:
+            agreement.both_drop += 1
+    return agreement
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@dataclass
+class Changes:
+    """What differs between an earlier version (`old`) and this one."""
+
+    old_label: str
+    added: list[Sample]
+    removed: list[Sample]
+    verdict_changed: list[tuple[Sample, str]]  # (new sample, old status)
+    per_composition: list[dict]  # composition, planned/kept before and now
+
+
+def compare_versions(new: Version, old: Version) -> Changes:
+    new_ids, old_ids = new.by_id, old.by_id
+    rows = []
+    before = {st.composition: st for st in old.manifest.compositions}
+    now = {st.composition: st for st in new.manifest.compositions}
+    for comp in list(now) + [c for c in before if c not in now]:
+        b, n = before.get(comp), now.get(comp)
+        rows.append(
+            {
+                "composition": comp,
+                "planned_before": b.planned if b else 0,
+                "planned_now": n.planned if n else 0,
+                "kept_before": b.kept if b else 0,
+                "kept_now": n.kept if n else 0,
+            }
+        )
+    return Changes(
+        old_label=f"{old.manifest.dataset} {old.manifest.version} ({old.uri})",
+        added=[s for s in new.samples if s.id not in old_ids],
+        removed=[s for s in old.samples if s.id not in new_ids],
+        verdict_changed=[(s, old_ids[s.id].status) for s in new.samples if s.id in old_ids and old_ids[s.id].status != s.status],
+        per_composition=rows,
+    )
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+@dataclass
+class Thumb:
+    """A data URI, or why there is none (shown in the page instead of the image)."""
+
+    src: str | None
+    note: str = ""
+    skipped: bool = False  # the stage never ran for this sample: not a fault, shown neutral
+
+
+def thumbnail(data: bytes, name: str, size: int = THUMB, grey: bool = False) -> str:
+    """A small JPEG data URI of an image's bytes."""
+    img = decode_image(data, name)
+    img.draft("L" if grey else "RGB", (size, size))  # JPEG sources decode at a reduced size
+    img = img.convert("L" if grey else "RGB")
+    img.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _thumb(uri: str, expected_sha256: str | None, size: int, grey: bool = False) -> Thumb:
+    try:
+        data = read_bytes(uri)
+        if expected_sha256 and sha256(data) != expected_sha256:
+            return Thumb(None, f"{uri}: changed since the stage wrote it")
+        return Thumb(thumbnail(data, uri, size, grey))
+    except BadInput as err:  # a missing or broken file is shown, not fatal: it is what the page is for
+        return Thumb(None, str(err))
+
+
+def _sample_thumbs(version: Version, sample: Sample, size: int) -> dict[str, Thumb]:
+    thumbs = {}
+    for stage in STAGES:
+        if stage not in sample.hashes:
+            thumbs[stage] = Thumb(None, f"no {stage} output: the sample stopped before this stage", skipped=True)
+            continue
+        # A kept sample's final image is read from its published copy, which the manifest lists.
+        rel = published_path(sample) if stage == "repaint" and sample.status == "kept" else stage_path(sample.composition, stage, sample.id)
+        thumbs[stage] = _thumb(join(version.uri, rel), sample.hashes[stage], size, grey=stage == "mask")
+    return thumbs
+
+
+# --------------------------------------------------------------------------- page
+
+
+@dataclass
+class Report:
+    html: str
+    agreement: Agreement | None
+    changes: Changes | None
+    samples: int
+
+
+def build_report(
+    dataset_uri: str,
+    compare_uri: str | None = None,
+    ratings: dict[str, int] | None = None,
+    size: int = THUMB,
+    workers: int = 4,
+) -> Report:
+    """Read a version (and optionally an earlier one) and render the report page."""
+    version = load_version(dataset_uri)
+    changes = compare_versions(version, load_version(compare_uri)) if compare_uri else None
+    agreement = filter_agreement(version.samples, ratings) if ratings is not None else None
+    photos = sorted({uri for s in version.samples for uri in s.plan.photos.values()})
+    # Decoding 1024 px PNGs dominates; PIL releases the GIL while decoding, and S3 reads wait.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        photo_thumbs = dict(zip(photos, pool.map(lambda u: _thumb(u, None, size), photos)))
+        sample_thumbs = list(pool.map(lambda s: _sample_thumbs(version, s, size), version.samples))
+    page = _render(version, dict(zip((s.id for s in version.samples), sample_thumbs)), photo_thumbs, changes, agreement, ratings or {})
+    return Report(html=page, agreement=agreement, changes=changes, samples=len(version.samples))
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _img(thumb: Thumb, label: str, cls: str = "") -> str:
+    if thumb.skipped:
+        return f'<div class="thumb skipped {cls}" title="{_e(thumb.note)}"><span>not made</span></div>'
+    if thumb.src is None:
+        state = "missing" if thumb.note.endswith("not found") else "unreadable"
+        return f'<div class="thumb missing {cls}" title="{_e(thumb.note)}"><span>{_e(label)}<br>{state}</span></div>'
+    return f'<img class="thumb {cls}" src="{thumb.src}" alt="{_e(label)}" loading="lazy">'
+
+
+def _stat(label: str, value, cls: str = "") -> str:
+    return f'<div class="stat {cls}"><div class="num">{_e(value)}</div><div class="lbl">{_e(label)}</div></div>'
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{100 * n / d:.0f}%" if d else "-"
+
+
+def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings) -> str:
+    m = version.manifest
+    comps = [st.composition for st in m.compositions]
+    samples = sorted(version.samples, key=lambda s: (comps.index(s.composition), s.plan.index))  # recipe order
+    photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
+    added = {s.id for s in changes.added} if changes else set()
+    parts: list[str] = []
+    add = parts.append
+
+    add(f"<header><h1>{_e(m.dataset)} <span class=ver>{_e(m.version)}</span></h1>"
+        f"<div class=sub>{_e(m.uri)} &middot; published {_e(m.created.strftime('%Y-%m-%d %H:%M UTC'))}"
+        f" &middot; {len(comps)} compositions</div></header>")
+    add('<section class="stats">' + _stat("planned", m.planned) + _stat("kept", m.kept, "kept")
+        + _stat("dropped", m.dropped, "dropped") + _stat("failed", m.failed, "failed")
+        + _stat("keep rate", _pct(m.kept, m.planned)) + "</section>")
+    if m.unusable_photos:
+        add("<section><h2>Unusable photos</h2><ul class=notes>" + "".join(
+            f"<li><code>{_e(p)}</code>: {_e(why)}</li>" for p, why in m.unusable_photos.items()) + "</ul></section>")
+
+    # Compositions: counts, a keep bar and seconds per stage.
+    stages_seen = sorted({k for st in m.compositions for k in st.seconds})
+    concepts_of = {}
+    for s in samples:
+        concepts_of.setdefault(s.composition, s.concepts)
+    rows = []
+    for st in m.compositions:
+        bar = "".join(
+            f'<i class="{cls}" style="width:{100 * n / st.planned:.1f}%"></i>'
+            for cls, n in (("kept", st.kept), ("dropped", st.dropped), ("failed", st.failed)) if st.planned and n
+        )
+        secs = "".join(f"<td class=n>{st.seconds.get(k, 0):.1f}</td>" for k in stages_seen)
+        rows.append(
+            f"<tr><td><b>{_e(st.composition)}</b><div class=small>{_e(', '.join(concepts_of.get(st.composition, [])))}</div></td>"
+            f"<td class=n>{st.planned}</td><td class=n>{st.kept}</td><td class=n>{st.dropped}</td><td class=n>{st.failed}</td>"
+            f"<td><div class=bar title='kept {st.kept}, dropped {st.dropped}, failed {st.failed}'>{bar}</div></td>{secs}</tr>"
+        )
+    add("<section><h2>Compositions</h2><table><thead><tr><th>composition</th><th>planned</th><th>kept</th>"
+        "<th>dropped</th><th>failed</th><th>verdicts</th>"
+        + "".join(f"<th>{_e(k)} s</th>" for k in stages_seen) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>")
+
+    # Concepts: which photos, in how many samples, how many kept.
+    per_concept: dict[str, Counter] = defaultdict(Counter)
+    tokens, concept_photos = {}, defaultdict(set)
+    for s in samples:
+        for cid, tok in zip(s.concepts, s.tokens):
+            per_concept[cid]["samples"] += 1
+            per_concept[cid]["kept"] += s.status == "kept"
+            per_concept[cid][f"c:{s.composition}"] = 1
+            tokens[cid] = tok
+            if cid in s.plan.photos:
+                concept_photos[cid].add(s.plan.photos[cid])
+    crow = []
+    for cid in sorted(per_concept):
+        c = per_concept[cid]
+        pics = "".join(_img(photo_thumbs[u], cid, "photo") for u in sorted(concept_photos[cid]))
+        crow.append(f"<tr><td><b>{_e(cid)}</b><div class=small><code>{_e(tokens[cid])}</code></div></td><td class=pics>{pics}</td>"
+                    f"<td class=n>{sum(1 for k in c if k.startswith('c:'))}</td><td class=n>{c['samples']}</td>"
+                    f"<td class=n>{c['kept']}</td><td class=n>{_pct(c['kept'], c['samples'])}</td></tr>")
+    add("<section><h2>Concepts</h2><table><thead><tr><th>concept</th><th>source photos</th><th>compositions</th>"
+        "<th>samples</th><th>kept</th><th>keep rate</th></tr></thead><tbody>" + "".join(crow) + "</tbody></table></section>")
+
+    # Drop reasons (the first reason of each dropped or failed sample, as the manifest counts them).
+    reasons: Counter = Counter()
+    by_comp: dict[str, Counter] = defaultdict(Counter)
+    for st in m.compositions:
+        for code, n in st.reasons.items():
+            reasons[code] += n
+            by_comp[code][st.composition] += n
+    if reasons:
+        top = max(reasons.values())
+        bars = "".join(
+            f'<div class=rrow><span class=rcode>{_e(code)}</span><span class=rbar><i style="width:{100 * n / top:.1f}%"></i></span>'
+            f'<span class=rn>{n}</span><span class=small>{_e(", ".join(f"{c} {k}" for c, k in by_comp[code].most_common()))}</span></div>'
+            for code, n in reasons.most_common()
+        )
+    else:
+        bars = "<p class=small>No sample was dropped or failed.</p>"
+    add(f"<section><h2>Drop reasons</h2><div class=reasons>{bars}</div></section>")
+
+    if changes is not None:
+        add(_render_changes(changes))
+    add(_render_agreement(agreement))
+
+    # Samples: one row each, filterable.
+    comp_buttons = "".join(f'<button data-filter=composition data-value="{_e(c)}">{_e(c)}</button>' for c in comps)
+    verdicts = [v for v in ("kept", "dropped", "failed") if any(s.status == v for s in samples)]
+    verdict_buttons = "".join(f'<button data-filter=verdict data-value="{v}">{v}</button>' for v in verdicts)
+    if added:
+        verdict_buttons += '<button data-filter=verdict data-value="new">new</button>'
+    srows = []
+    for s in samples:
+        thumbs = sample_thumbs[s.id]
+        pics = "".join(
+            f'<div class="thumb photo {photo_class[u]}" title="{_e(cid)}: {_e(u)}"></div>' if photo_thumbs[u].src
+            else _img(photo_thumbs[u], cid, "photo")
+            for cid in s.concepts if (u := s.plan.photos.get(cid))
+        )
+        reasons_html = "".join(
+            f"<li><b>{_e(r.code)}</b> <span class=small>({_e(r.stage)})</span> {_e(r.detail)}</li>" for r in s.reasons
+        )
+        rating = ratings.get(s.id)
+        rate = "".join(
+            f'<label><input type=radio name="r-{_e(s.id)}" value={i}{" checked" if rating == i else ""}><span>{i}</span></label>'
+            for i in range(1, 6)
+        )
+        new = " new" if s.id in added else ""
+        srows.append(
+            f'<article class="sample {s.status}{new}" data-id="{_e(s.id)}" data-composition="{_e(s.composition)}" data-verdict="{s.status}">'
+            f'<div class=meta><span class="badge {s.status}">{s.status}</span>{NEW_BADGE if new else ""}'
+            f'<div class=sid>{_e(s.id)}</div><div class=small>{_e(s.composition)} &middot; {_e(s.plan.scene)}</div>'
+            f'<div class=rate title="your rating (4 or 5 keeps)">{rate}</div></div>'
+            f'<figure class=stage><div class=pics>{pics}</div><figcaption>photos</figcaption></figure><span class=arrow>&rarr;</span>'
+            f'<figure class=stage>{_img(thumbs["mask"], "mask")}<figcaption>mask</figcaption></figure><span class=arrow>&rarr;</span>'
+            f'<figure class=stage>{_img(thumbs["composite"], "composite")}<figcaption>composite</figcaption></figure><span class=arrow>&rarr;</span>'
+            f'<figure class=stage>{_img(thumbs["repaint"], "final")}<figcaption>final</figcaption></figure>'
+            f'<div class=text><p class=caption>{_e(s.caption or "(no caption)")}</p>'
+            + (f"<ul class=why>{reasons_html}</ul>" if reasons_html else "")
+            + "</div></article>"
+        )
+    add(
+        "<section><h2>Samples</h2><div class=filters>"
+        f'<div class=group><span>composition</span><button data-filter=composition data-value="" aria-pressed=true>all</button>{comp_buttons}</div>'
+        f'<div class=group><span>verdict</span><button data-filter=verdict data-value="" aria-pressed=true>all</button>{verdict_buttons}</div>'
+        f'<div class=group><span id=shown></span><button id=export>export decisions</button><a id=download hidden></a></div>'
+        "</div>" + "".join(srows) + "</section>"
+    )
+
+    photo_css = "".join(f".{photo_class[u]}{{background-image:url({t.src})}}" for u, t in photo_thumbs.items() if t.src)
+    page_data = {
+        "dataset": m.dataset,
+        "version": m.version,
+        "minRating": HUMAN_KEEP_RATING,
+        "ratings": ratings,
+    }
+    # '<' escaped so no string in the data can close the script element.
+    data_json = json.dumps(page_data).replace("<", "\\u003c")
+    title = f"{m.dataset} {m.version}: dataset report"
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+        f'<meta name=viewport content="width=device-width, initial-scale=1">'
+        f"<style>{_CSS}{photo_css}</style></head><body>{''.join(parts)}"
+        f"<script>const REPORT = {data_json};\n{_JS}</script></body></html>"
+    )
+
+
+def _render_changes(changes: Changes) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(r['composition'])}</td><td class=n>{r['planned_before']}</td><td class=n>{r['planned_now']}</td>"
+        f"<td class=n>{r['kept_before']}</td><td class=n>{r['kept_now']}</td>"
+        f"<td class=\"n delta {'up' if r['kept_now'] > r['kept_before'] else 'down' if r['kept_now'] < r['kept_before'] else ''}\">"
+        f"{r['kept_now'] - r['kept_before']:+d}</td></tr>"
+        for r in changes.per_composition
+    )
+
+    def ids(samples, extra=lambda s: "") -> str:
+        if not samples:
+            return "<span class=small>none</span>"
+        return "<ul class=ids>" + "".join(f"<li><code>{_e(s.id)}</code> {_e(s.composition)}{extra(s)}</li>" for s in samples) + "</ul>"
+
+    changed = "".join(
+        f"<li><code>{_e(s.id)}</code> {_e(s.composition)}: {_e(old)} &rarr; <b>{_e(s.status)}</b></li>"
+        for s, old in changes.verdict_changed
+    )
+    return (
+        f"<section id=changes><h2>Changes since {_e(changes.old_label)}</h2>"
+        f"<div class=stats>{_stat('samples added', len(changes.added))}{_stat('samples removed', len(changes.removed))}"
+        f"{_stat('verdicts changed', len(changes.verdict_changed))}</div>"
+        "<table><thead><tr><th>composition</th><th>planned before</th><th>planned now</th><th>kept before</th>"
+        f"<th>kept now</th><th>kept change</th></tr></thead><tbody>{rows}</tbody></table>"
+        f"<details><summary>added samples ({len(changes.added)})</summary>{ids(changes.added)}</details>"
+        f"<details><summary>removed samples ({len(changes.removed)})</summary>{ids(changes.removed, lambda s: ' (' + s.status + ')')}</details>"
+        f"<details><summary>verdicts changed ({len(changes.verdict_changed)})</summary><ul class=ids>{changed}</ul></details>"
+        "</section>"
+    )
+
+
+def _render_agreement(agreement: Agreement | None) -> str:
+    # Always rendered: the page recomputes it live as a reviewer rates samples.
+    intro = (
+        "From the decisions file; updated as you rate samples below."
+        if agreement is not None
+        else "Rate samples below (4 or 5 keeps, as in the paper) to see how the automatic filter agrees."
+    )
+    return (
+        f"<section id=agreement><h2>Filter agreement</h2><p class=small>{_e(intro)}</p>"
+        "<div class=stats><div class=stat><div class=num id=ag-precision>-</div><div class=lbl>precision of keep</div></div>"
+        "<div class=stat><div class=num id=ag-recall>-</div><div class=lbl>recall of keep</div></div>"
+        "<div class=stat><div class=num id=ag-rated>0</div><div class=lbl>rated</div></div></div>"
+        "<table class=confusion><thead><tr><th></th><th>people keep</th><th>people drop</th></tr></thead><tbody>"
+        "<tr><th>filter keeps</th><td class=n id=ag-tp>0</td><td class=n id=ag-fp>0</td></tr>"
+        "<tr><th>filter drops</th><td class=n id=ag-fn>0</td><td class=n id=ag-tn>0</td></tr></tbody></table></section>"
+    )
+
+
+def report_size(page: str) -> int:
+    return len(page.encode())
+
+
+# The page's style and behaviour live beside this module as plain files (package data).
+_CSS = Path(__file__).with_name("report.css").read_text()
+_JS = Path(__file__).with_name("report.js").read_text()
+NEW_BADGE = '<span class="badge new">new</span>'

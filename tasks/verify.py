@@ -1,0 +1,56 @@
+"""Verify a published dataset against its manifest, the way a careful reader would.
+
+`problems(out)` lists what is wrong (empty: the dataset is whole); `fingerprint(out)` is
+everything a reader sees minus what may differ between two runs of one recipe (the time,
+the location, the timings), so two datasets can be compared for equality.
+"""
+
+from __future__ import annotations
+
+from infra.errors import BadInput
+from infra.storage import join, list_files, read_bytes, relative, sha256
+from tasks.publish import IMAGES, read_manifest, read_shard
+
+VOLATILE = {"created", "uri"}
+
+
+def problems(out: str) -> list[str]:
+    try:
+        manifest = read_manifest(out)
+    except BadInput as err:
+        return [f"no manifest: {err}"]
+    found: list[str] = []
+    for rel, digest in manifest.files.items():
+        try:
+            if sha256(read_bytes(join(out, rel))) != digest:
+                found.append(f"{rel}: content does not match the manifest's sha256")
+        except BadInput as err:
+            found.append(f"{rel}: listed but unreadable ({err.reason})")
+    ids: list[str] = []
+    for st in manifest.compositions:
+        try:
+            samples = read_shard(out, st)
+        except BadInput as err:
+            found.append(f"{st.composition}: {err}")
+            continue
+        ids += [s.id for s in samples]
+        if len(samples) != st.planned or sum(s.status == "kept" for s in samples) != st.kept:
+            found.append(f"{st.composition}: shard counts differ from the manifest's")
+        on_disk = {relative(u, out) for u in list_files(join(out, st.composition, IMAGES))}
+        if on_disk != set(st.images):
+            found.append(f"{st.composition}/{IMAGES}: holds {sorted(on_disk ^ set(st.images))} beyond the manifest")
+    if len(ids) != len(set(ids)):
+        found.append("a sample appears twice")
+    if len(ids) != manifest.planned or manifest.kept + manifest.dropped + manifest.failed != manifest.planned:
+        found.append("kept + dropped + failed differs from planned")
+    return found
+
+
+def fingerprint(out: str) -> dict:
+    manifest = read_manifest(out)
+    view = manifest.model_dump(mode="json", exclude=VOLATILE)
+    for st in view["compositions"]:
+        st.pop("seconds")
+    files = {rel: sha256(read_bytes(join(out, rel))) for rel in manifest.files}
+    tops = {name: sha256(read_bytes(join(out, name))) for name in manifest.index}
+    return {"manifest": view, "files": files, "tops": tops}

@@ -1,0 +1,216 @@
+"""The dataset report: built from real published versions, checked as data and in Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, small_recipe, write_uniform_photo
+from infra.errors import BadInput
+from tasks.records import DatasetConfig
+from tasks.report import DecisionsError, build_report, filter_agreement, load_version, parse_decisions
+from test_stages import run_stages  # the stage chain without Prefect, shared with the stage tests
+
+CHROMIUM = "/usr/bin/chromium"
+# From the machine notes: without the background-networking flags Chromium keeps trying to
+# reach Google's hosts, which this closed network refuses.
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def recipe(tmp: Path, samples: int) -> DatasetConfig:
+    """Three verdicts: a blank photo drops its samples (empty_mask), a corrupt one fails them."""
+    blank = write_uniform_photo(tmp / "blank.png")
+    broken = tmp / "notes.png"
+    broken.write_text("this is not an image")
+    raw = small_recipe(
+        tmp,
+        samples=samples,
+        canvas=192,
+        extra_concepts=[
+            {"id": "blank", "category": "vase", "token": "<blank>", "photos": [blank]},
+            {"id": "broken", "category": "lamp", "token": "<broken>", "photos": [str(broken)]},
+        ],
+        extra_compositions=[
+            {"id": "cat-blank", "concepts": ["chelsea", "blank"], "samples": samples},
+            {"id": "cat-broken", "concepts": ["chelsea", "broken"], "samples": 1},
+        ],
+    )
+    return DatasetConfig.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory):
+    """Two published versions of one recipe: v2 plans one more sample per composition."""
+    out = {}
+    for name, samples in (("v1", 2), ("v2", 3)):
+        config = recipe(tmp_path_factory.mktemp(name), samples)
+        run_stages(config, config.out)
+        out[name] = config.out
+    return out
+
+
+def test_the_page_holds_every_sample_and_needs_nothing_outside_itself(versions):
+    version = load_version(versions["v1"])
+    page = build_report(versions["v1"]).html
+    for s in version.samples:
+        assert f'data-id="{s.id}"' in page and f'data-verdict="{s.status}"' in page
+    assert {s.status for s in version.samples} == {"kept", "dropped", "failed"}
+    for comp in ("cat-mug", "cat-mug-rocket", "cat-blank", "cat-broken"):
+        assert f'data-value="{comp}"' in page
+    assert "empty_mask" in page and "bad_input" in page and "cannot decode image" in page
+    # Every image is inline: no URL the page would have to fetch.
+    assert not re.search(r'(src|href)="(?!data:)[^"#]', page)
+    assert not re.search(r"url\((?!data:)", page)
+    kept = [s for s in version.samples if s.status == "kept"]
+    # Three stage thumbnails per sample that reached the repaint stage, plus one per photo.
+    assert page.count('src="data:image/jpeg;base64,') >= 3 * len(kept)
+    assert len(page.encode()) < 60_000 * len(version.samples)
+
+
+def test_a_missing_stage_output_shows_as_missing_not_a_crash(versions, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(versions["v1"].removeprefix("file://")), copy)
+    victim = next(s for s in load_version(str(copy)).samples if s.status == "kept")
+    (copy / victim.composition / "composite" / f"{victim.id}.png").unlink()
+    page = build_report(str(copy)).html
+    row = page[page.index(f'data-id="{victim.id}"') :].split("</article>")[0]
+    assert "missing" in row and f"{victim.id}.png: not found" in row
+
+
+def test_no_manifest_is_an_error_naming_it(tmp_path):
+    with pytest.raises(BadInput, match="manifest.json: not found"):
+        build_report(str(tmp_path))
+
+
+def test_compare_lists_added_samples_and_kept_changes(versions):
+    old, new = load_version(versions["v1"]), load_version(versions["v2"])
+    report = build_report(versions["v2"], compare_uri=versions["v1"])
+    changes = report.changes
+    assert {s.id for s in changes.added} == {s.id for s in new.samples} - {s.id for s in old.samples}
+    assert {s.id for s in changes.removed} == {s.id for s in old.samples} - {s.id for s in new.samples}
+    assert changes.added, "v2 plans one more sample per composition"
+    rows = {r["composition"]: r for r in changes.per_composition}
+    for st in new.manifest.compositions:
+        before = next(b for b in old.manifest.compositions if b.composition == st.composition)
+        assert (rows[st.composition]["kept_before"], rows[st.composition]["kept_now"]) == (before.kept, st.kept)
+    assert "Changes since" in report.html and report.html.count('class="badge new"') == len(changes.added)
+
+
+def test_decisions_files_in_json_csv_and_the_page_export(tmp_path):
+    assert parse_decisions(b'{"a": 5, "b": 1}', "d.json") == {"a": 5, "b": 1}
+    assert parse_decisions(b'{"dataset": "x", "version": "v1", "ratings": {"a": 4}}', "d.json") == {"a": 4}
+    assert parse_decisions(b"sample_id,rating\na,3\nb, 5\n", "d.csv") == {"a": 3, "b": 5}
+    with pytest.raises(DecisionsError, match=r"d\.csv: line 3: rating '7' for 'b'"):
+        parse_decisions(b"sample_id,rating\na,3\nb,7\n", "d.csv")
+    with pytest.raises(DecisionsError, match=r"d\.json: key 'a': rating True"):
+        parse_decisions(b'{"a": true}', "d.json")
+    with pytest.raises(DecisionsError, match="needs a 'sample_id'"):
+        parse_decisions(b"name,score\na,3\n", "d.csv")
+
+
+def test_filter_agreement_counts_by_the_paper_rule(versions):
+    samples = load_version(versions["v1"]).samples
+    kept = [s.id for s in samples if s.status == "kept"]
+    dropped = [s.id for s in samples if s.status != "kept"]
+    assert len(kept) >= 2 and len(dropped) >= 2
+    # Hand-made: filter kept k0 (people 5), k1 (people 3); dropped d0 (people 4), d1 (people 1).
+    ratings = {kept[0]: 5, kept[1]: 3, dropped[0]: 4, dropped[1]: 1, "00999-elsewhere": 5}
+    agreement = filter_agreement(samples, ratings)
+    assert (agreement.both_keep, agreement.filter_only, agreement.human_only, agreement.both_drop) == (1, 1, 1, 1)
+    assert agreement.precision == 0.5 and agreement.recall == 0.5 and agreement.rated == 4
+    assert agreement.unknown == ["00999-elsewhere"]
+    assert filter_agreement(samples, {kept[0]: 4}).precision == 1.0
+    assert filter_agreement(samples, {dropped[0]: 2}).precision is None
+
+
+def test_cli_writes_the_page_and_prints_agreement(versions, tmp_path):
+    v2 = load_version(versions["v2"])
+    kept = next(s.id for s in v2.samples if s.status == "kept")
+    other = next(s.id for s in v2.samples if s.status != "kept")
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(f"sample_id,rating\n{kept},5\n{other},4\n")
+    page = tmp_path / "report.html"
+    cmd = [sys.executable, "-m", "flows.cli", "report", versions["v2"], "--out", str(page),
+           "--compare", versions["v1"], "--decisions", str(decisions)]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "precision of keep 1.00" in result.stdout and "recall of keep    0.50" in result.stdout
+    assert "samples added" in result.stdout and result.stdout.strip().endswith(f"file://{page}")
+    assert page.read_text().startswith("<!doctype html>")
+
+    decisions.write_text(f"sample_id,rating\n{kept},9\n")
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "decisions.csv: line 2: rating '9'" in result.stderr
+
+
+# --------------------------------------------------------------------------- in Chromium
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+def test_the_page_works_in_chromium(versions, browser, tmp_path):
+    version = load_version(versions["v2"])
+    page_file = tmp_path / "report.html"
+    page_file.write_text(build_report(versions["v2"], compare_uri=versions["v1"]).html)
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda err: problems.append(str(err)))
+    page.on("request", lambda req: problems.append(f"fetched {req.url}") if not req.url.startswith(("file:", "data:", "blob:")) else None)
+    page.goto(page_file.as_uri())
+    page.wait_for_load_state("load")
+
+    rows = page.locator("article.sample")
+    visible = page.locator("article.sample:visible")
+    assert rows.count() == visible.count() == len(version.samples)
+    assert page.locator("#shown").inner_text() == f"showing {len(version.samples)} of {len(version.samples)}"
+
+    page.click('button[data-filter=verdict][data-value=dropped]')
+    assert visible.count() == sum(s.status == "dropped" for s in version.samples) > 0
+    page.click('button[data-filter=composition][data-value="cat-mug"]')
+    assert visible.count() == 0  # nothing of cat-mug was dropped: both filters apply
+    page.click('button[data-filter=verdict][data-value=""]')
+    assert visible.count() == sum(s.composition == "cat-mug" for s in version.samples)
+    assert {visible.nth(i).get_attribute("data-composition") for i in range(visible.count())} == {"cat-mug"}
+    page.click('button[data-filter=composition][data-value=""]')
+    assert visible.count() == len(version.samples)
+
+    # A reviewer rates two samples; agreement updates live, and the export reads back.
+    kept = next(s.id for s in version.samples if s.status == "kept")
+    dropped = next(s.id for s in version.samples if s.status == "dropped")
+    page.click(f'article[data-id="{kept}"] .rate label:has-text("5")')
+    page.click(f'article[data-id="{dropped}"] .rate label:has-text("4")')
+    assert page.locator("#ag-precision").inner_text() == "1.00"
+    assert page.locator("#ag-recall").inner_text() == "0.50"
+    with page.expect_download() as download:
+        page.click("#export")
+    saved = tmp_path / "decisions.json"
+    download.value.save_as(saved)
+    assert parse_decisions(saved.read_bytes(), str(saved)) == {kept: 5, dropped: 4}
+    assert json.loads(saved.read_text())["version"] == version.manifest.version
+
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky filter bar is drawn where it is stuck
+    shot = tmp_path / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    shutil.copy(shot, "/tmp/report_screenshot.png")  # for a person to look at after the run
+    assert problems == []
+    page.close()
