@@ -2,6 +2,7 @@
 
     gen4gen generate CONFIG [--out URI] [--workers N] [--samples N] [--no-cache] [--verbose]
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
+    gen4gen verify DATASET_URI
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -44,13 +45,28 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--compare", metavar="OTHER_URI", help="an earlier version: show what changed")
     rep.add_argument("--decisions", metavar="FILE", help="human ratings (JSON or CSV, sample id -> 1..5)")
     rep.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    ver = sub.add_parser("verify", help="check a published dataset against its manifest")
+    ver.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        return _verify(args)
     _quiet_prefect(args.verbose)
     if args.command == "generate":
         return _generate(args)
     if args.command == "report":
         return _report(args)
     return 2
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Exit 0 when every listed file is there with its hash and the counts agree, else 1."""
+    from tasks.verify import problems
+
+    found = problems(args.dataset)
+    for line in found:
+        print(f"problem: {line}", file=sys.stderr)
+    print(f"{args.dataset}: {'whole' if not found else f'{len(found)} problem(s)'}")
+    return 1 if found else 0
 
 
 def _report(args: argparse.Namespace) -> int:

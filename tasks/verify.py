@@ -26,6 +26,12 @@ def problems(out: str) -> list[str]:
                 found.append(f"{rel}: content does not match the manifest's sha256")
         except BadInput as err:
             found.append(f"{rel}: listed but unreadable ({err.reason})")
+    for name, copy in manifest.index.items():
+        try:
+            if read_bytes(join(out, name)) != read_bytes(join(out, copy)):
+                found.append(f"{name}: differs from {copy}, the copy the manifest lists")
+        except BadInput as err:
+            found.append(f"{name}: {err.reason}")
     ids: list[str] = []
     for st in manifest.compositions:
         try:

@@ -30,6 +30,12 @@ def test_demo_recipe_small_run_prints_a_summary_and_publishes(tmp_path):
     manifest = read_manifest(str(out))
     assert manifest.planned == 5 and manifest.kept + manifest.dropped + manifest.failed == 5
     assert manifest.uri == f"file://{out}"
+    verified = gen4gen("verify", str(out), timeout=60)
+    assert verified.returncode == 0 and verified.stdout.strip().endswith("whole"), verified.stderr
+    (out / "metadata.jsonl").unlink()
+    (out / "cat-mug" / "images" / "intruder.png").write_bytes(b"x")
+    damaged = gen4gen("verify", str(out), timeout=60)
+    assert damaged.returncode == 1 and "intruder.png" in damaged.stderr and "metadata.jsonl: not found" in damaged.stderr
 
 
 def test_an_invalid_recipe_exits_2_naming_the_field(tmp_path):
