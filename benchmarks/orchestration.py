@@ -102,7 +102,8 @@ def main() -> None:
         t_loop, t_flow1, t_floww = min(loops), min(flows1), min(flowsw)
         t_cached, _ = timed(run_generate, config, f"{tmp}/flow-w-0")
         # The test server's shutdown cancels its event recorder mid-flush and logs that.
-        logging.getLogger("prefect.server").setLevel(logging.CRITICAL)
+        logging.disable(logging.CRITICAL)
+    logging.disable(logging.NOTSET)
     rss = peak_rss_of_demo(args.config, args.samples)
 
     print(f"samples: {n} ({len(config.compositions)} compositions, canvas {config.canvas}), best of {args.repeat}")

@@ -114,6 +114,10 @@ def _generate(args: argparse.Namespace) -> int:
         from flows.generate import check_backends
 
         check_backends(config)
+        if config.review.mode == "file":  # an unusable decisions file is a recipe error (exit 2), found before any work
+            from tasks.report import read_decisions
+
+            read_decisions(config.review.decisions)
     except (ConfigError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2

@@ -1,13 +1,15 @@
 """The generate flow: a dataset recipe -> a published dataset version. Wiring only.
 
 segment (per concept) -> plan (all compositions) -> per composition:
-composite -> repaint -> caption -> filter -> collect; then publish (manifest last) and
-the `dataset.published` event. Compositions run side by side on the task runner.
+composite -> repaint -> caption -> filter -> [review] -> collect; then publish (manifest
+last) and the `dataset.published` event. Compositions run side by side on the task runner.
+Review (optional) applies people's ratings from a decisions file, or pauses the run until
+they are sent through the UI; then it waits for every composition's filter.
 """
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow, get_run_logger, unmapped
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
@@ -21,8 +23,10 @@ from tasks.composite import composite_task
 from tasks.filter import filter_task
 from tasks.plan import plan_task
 from tasks.publish import collect_task, publish_task
-from tasks.records import DatasetConfig, Manifest
+from tasks.records import DatasetConfig, Manifest, ReviewConfig
 from tasks.repaint import repaint_task
+from tasks.report import read_decisions
+from tasks.review import ask_for_decisions, decisions_for, review_task, summary, unknown_ids
 from tasks.segment import cutouts_by_photo, segment_task
 
 PUBLISHED_EVENT = "dataset.published"
@@ -63,21 +67,33 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     segment, plan = segment_task.with_options(**opts), plan_task.with_options(**opts)
     composite, repaint = composite_task.with_options(**opts), repaint_task.with_options(**opts)
     caption, judge = caption_task.with_options(**opts), filter_task.with_options(**opts)
-    collect = collect_task.with_options(**opts)
+    collect, review = collect_task.with_options(**opts), review_task.with_options(**opts)
+    # Read before any work, so a missing or malformed decisions file fails the run at once.
+    ratings = read_decisions(cfg.review.decisions) if cfg.review.mode == "file" else None
+    # Ratings change no image: keep the review settings out of the stages' cache keys.
+    stage_cfg = cfg.model_copy(update={"review": ReviewConfig()})
 
     cut_lists = segment.map(cfg.concepts, unmapped(out), unmapped(cfg.stages.segment)).result()
     cutouts = {c.id: cuts for c, cuts in zip(cfg.concepts, cut_lists)}
-    planned = plan.submit(cfg, cutouts).result()
+    planned = plan.submit(stage_cfg, cutouts).result()
 
-    stats = []
+    judged = {}
     for comp in cfg.compositions:
         s = composite.submit(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
         s = repaint.submit(s, out, cfg.stages.repaint)
-        s = caption.submit(s, cfg)
-        s = judge.submit(s, out, cfg.stages.filter)
-        stats.append(collect.submit(s, out))
+        s = caption.submit(s, stage_cfg)
+        judged[comp.id] = judge.submit(s, out, cfg.stages.filter)
+    if cfg.review.mode == "interactive":
+        ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in f.result()])
+    if ratings is not None:
+        judged = {c: review.submit(s, decisions_for(planned[c], ratings), cfg.review.min_rating) for c, s in judged.items()}
+    stats = [collect.submit(s, out) for s in judged.values()]
     manifest = publish_task.with_options(retries=opts["retries"]).submit(cfg, out, artifacts.track_compositions(cfg, stats), cutouts).result()
     artifacts.publish_table(cfg, manifest)
+    if ratings is not None:
+        reviewed = [s for f in judged.values() for s in f.result()]
+        unknown, log = unknown_ids(reviewed, ratings), get_run_logger()
+        (log.warning if unknown else log.info)(summary(reviewed, unknown))
 
     emit_event(
         event=PUBLISHED_EVENT,

@@ -1,4 +1,4 @@
-"""What a run shows in the Prefect UI: a progress artifact and a per-composition table.
+"""What a run shows in the Prefect UI: progress, a per-composition table, a review request.
 
 Called from the generate flow with one line each; the numbers come from the records the
 stages already produce (CompositionStats), so nothing here touches pixels or storage.
@@ -7,9 +7,14 @@ stages already produce (CompositionStats), so nothing here touches pixels or sto
 from __future__ import annotations
 
 import re
-from typing import Iterable
+from typing import Iterable, Mapping
 
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.futures import PrefectFuture, as_completed
 
 from tasks.records import CompositionStats, DatasetConfig, Manifest
@@ -70,3 +75,28 @@ def publish_table(config: DatasetConfig, manifest: Manifest) -> None:
             f"See every sample: `gen4gen report {manifest.uri} --out report.html`"
         ),
     )
+
+
+def review_key(config: DatasetConfig) -> str:
+    return artifact_key(config.name, config.version, "review")
+
+
+def review_request(config: DatasetConfig, page_uri: str, counts: Mapping[str, int]) -> str:
+    """A markdown artifact telling the operator where the review page is and how to answer.
+
+    Returns the text, which the flow also shows above the resume form.
+    """
+    n, r = sum(counts.values()), config.review
+    text = (
+        f"## Review {config.name} {config.version} before publishing\n\n"
+        f"{counts.get('kept', 0)} kept, {counts.get('dropped', 0)} dropped, {counts.get('failed', 0)} failed "
+        f"of {n} samples. Nothing is published until this run is resumed.\n\n"
+        f"1. Open the review page: [{page_uri}]({page_uri})\n"
+        f"2. Rate samples 1 to 5: a kept sample rated below {r.min_rating} is dropped (reason `human`); "
+        "a rating does not bring back a dropped sample; unrated samples keep the filter's verdict.\n"
+        "3. Press *export decisions*, then resume this run and paste the file's `ratings` object "
+        'into `decisions` (`{"<sample id>": rating, ...}`; `{}` publishes the filter\'s verdicts).\n\n'
+        f"Without an answer within {r.timeout_seconds} s the run fails and publishes nothing."
+    )
+    create_markdown_artifact(text, key=review_key(config), description=f"{config.name} {config.version}: review request")
+    return text

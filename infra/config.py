@@ -43,11 +43,15 @@ def format_errors(err: ValidationError) -> str:
 
 
 def _anchor_photos(raw: dict, config_uri: str) -> None:
-    """Relative photo paths are relative to the recipe's folder, not to where it is run."""
+    """Relative photo (and decisions file) paths are relative to the recipe's folder, not to where it is run."""
     base = resolve(config_uri).rsplit("/", 1)[0]
+
+    def anchor(p):
+        return f"{base}/{p}" if isinstance(p, str) and "://" not in p and not p.startswith("/") else p
+
     for concept in raw.get("concepts") or []:
         if isinstance(concept, dict) and isinstance(concept.get("photos"), list):
-            concept["photos"] = [
-                f"{base}/{p}" if isinstance(p, str) and "://" not in p and not p.startswith("/") else p
-                for p in concept["photos"]
-            ]
+            concept["photos"] = [anchor(p) for p in concept["photos"]]
+    review = raw.get("review")
+    if isinstance(review, dict) and review.get("decisions"):
+        review["decisions"] = anchor(review["decisions"])

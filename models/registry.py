@@ -75,6 +75,12 @@ def _register_builtin() -> None:
 
         return OfflinePlanner(**opts)
 
+    @register("plan", "openai")
+    def _llm_planner(**opts):
+        from models.llm_planner import LLMPlanner
+
+        return LLMPlanner(**opts)
+
     @register("segment", "offline")
     def _segmenter(**opts):
         from models.segmenter import OfflineSegmenter

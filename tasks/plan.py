@@ -56,6 +56,9 @@ def plan_composition(config: DatasetConfig, composition: Composition, cutouts: d
         ]
         scene = scenes[index % len(scenes)]
         boxes = planner.layout(objects, config.canvas, scene, config.max_iou, seed)
+        # A planner that can fall back (the LLM one) says which way each layout was made.
+        attempt = getattr(planner, "last", {}).get(seed)
+        made_by = planner.name if attempt is None or attempt.source == "llm" else f"{planner.name}->{attempt.source}"
         plan = LayoutPlan(
             composition=composition.id,
             index=index,
@@ -64,6 +67,7 @@ def plan_composition(config: DatasetConfig, composition: Composition, cutouts: d
             scene=scene,
             seed=seed,
             photos={cid: cut.photo for cid, cut in chosen.items()},
+            planner=made_by,
         )
         key = digest(plan, {cid: cut.photo_sha256 for cid, cut in chosen.items()}, config.stages)
         samples.append(

@@ -48,6 +48,17 @@ def collect_composition(samples: list[Sample], out: str) -> CompositionStats:
     # manifest lists.
     shard_path = f"{composition}/samples-{sha256(shard)[:16]}.jsonl"
     write_bytes(join(out, shard_path), shard)
+    return composition_stats(samples, shard_path, sha256(shard))
+
+
+def composition_stats(samples: list[Sample], shard: str = "", shard_sha256: str = "") -> CompositionStats:
+    """Counts, first reasons and seconds per stage of one composition's samples.
+
+    Apart from writing, so the review page can show the same numbers before anything is
+    published (it passes no shard).
+    """
+    composition = samples[0].composition
+    ordered = sorted(samples, key=lambda s: s.plan.index)
     reasons = Counter(r.code for s in samples if s.status in ("dropped", "failed") for r in s.reasons[:1])
     seconds: dict[str, float] = defaultdict(float)
     for s in samples:
@@ -61,8 +72,8 @@ def collect_composition(samples: list[Sample], out: str) -> CompositionStats:
         failed=sum(s.status == "failed" for s in samples),
         reasons=dict(sorted(reasons.items())),
         seconds={k: round(v, 3) for k, v in sorted(seconds.items())},
-        shard=shard_path,
-        shard_sha256=sha256(shard),
+        shard=shard,
+        shard_sha256=shard_sha256,
         images={published_path(s): s.hashes["repaint"] for s in ordered if s.status == "kept"},
     )
 

@@ -159,6 +159,7 @@ class LayoutPlan(Record):
     scene: str = Field(min_length=1)
     seed: int = Field(ge=0)
     photos: dict[str, str] = Field(description="concept id -> URI of the source photo used")
+    planner: str = Field(default="offline", description="what made the boxes, e.g. 'openai'")
 
     @model_validator(mode="after")
     def _boxes_on_canvas(self) -> "LayoutPlan":
@@ -336,6 +337,38 @@ class RunConfig(Record):
     cache: bool = True
 
 
+class ReviewConfig(Record):
+    """Optional human review between the filter and publishing (tasks/review.py).
+
+    The paper kept only the images people rated 4 or 5. `off`: no review; `file`: ratings
+    come from a decisions file (JSON or CSV, sample id -> 1..5, as the report page exports
+    it); `interactive`: the flow writes a review page and pauses until someone sends the
+    ratings through the Prefect UI (or API). A kept sample rated below `min_rating` is
+    dropped with reason `human`; a rating never brings back a dropped sample.
+    """
+
+    mode: Literal["off", "file", "interactive"] = "off"
+    decisions: str | None = Field(
+        default=None, description="URI of the decisions file (mode 'file'); relative: to the recipe's folder"
+    )
+    min_rating: int = Field(default=4, ge=1, le=5, description="lowest rating that keeps a sample")
+    timeout_seconds: int = Field(
+        default=3600, ge=1, description="how long an interactive review waits before the run fails"
+    )
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `mode: off` as false.
+        return "off" if v is False else v
+
+    @model_validator(mode="after")
+    def _file_needs_decisions(self) -> "ReviewConfig":
+        if self.mode == "file" and not self.decisions:
+            raise ValueError("decisions: mode 'file' needs the URI of a decisions file (JSON or CSV)")
+        return self
+
+
 class DatasetConfig(Record):
     """A dataset recipe: concepts, compositions, canvas, stage backends, run settings."""
 
@@ -347,6 +380,7 @@ class DatasetConfig(Record):
     concepts: list[Concept] = Field(min_length=2)
     compositions: list[Composition] = Field(min_length=1)
     stages: StagesConfig = StagesConfig()
+    review: ReviewConfig = ReviewConfig()
     run: RunConfig = RunConfig()
 
     @field_validator("concepts")

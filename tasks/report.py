@@ -22,6 +22,7 @@ import json
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from PIL import Image
@@ -29,7 +30,7 @@ from PIL import Image
 from infra.errors import BadInput
 from infra.storage import decode_image, join, read_bytes, resolve, sha256
 from tasks.common import stage_path
-from tasks.publish import published_path, read_manifest, read_shard
+from tasks.publish import composition_stats, published_path, read_manifest, read_shard
 from tasks.records import Manifest, Sample
 
 # The paper kept only images people rated 4 or 5.
@@ -53,6 +54,7 @@ class Version:
     uri: str
     manifest: Manifest
     samples: list[Sample]
+    published: bool = True  # False: a review page before publishing (nothing in images/ yet)
 
     @property
     def by_id(self) -> dict[str, Sample]:
@@ -265,7 +267,8 @@ def _sample_thumbs(version: Version, sample: Sample, size: int) -> dict[str, Thu
             thumbs[stage] = Thumb(None, f"no {stage} output: the sample stopped before this stage", skipped=True)
             continue
         # A kept sample's final image is read from its published copy, which the manifest lists.
-        rel = published_path(sample) if stage == "repaint" and sample.status == "kept" else stage_path(sample.composition, stage, sample.id)
+        published = version.published and stage == "repaint" and sample.status == "kept"
+        rel = published_path(sample) if published else stage_path(sample.composition, stage, sample.id)
         thumbs[stage] = _thumb(join(version.uri, rel), sample.hashes[stage], size, grey=stage == "mask")
     return thumbs
 
@@ -292,13 +295,37 @@ def build_report(
     version = load_version(dataset_uri)
     changes = compare_versions(version, load_version(compare_uri)) if compare_uri else None
     agreement = filter_agreement(version.samples, ratings) if ratings is not None else None
+    page = _page(version, changes, agreement, ratings or {}, size, workers, HUMAN_KEEP_RATING)
+    return Report(html=page, agreement=agreement, changes=changes, samples=len(version.samples))
+
+
+def build_review_page(
+    dataset: str, version: str, uri: str, samples: list[Sample], min_rating: int, size: int = THUMB, workers: int = 4
+) -> str:
+    """The page of samples not published yet, for people to rate before the flow publishes.
+
+    Built from the records in memory: the numbers a manifest would hold are counted here,
+    and final images are read from the repaint stage's outputs.
+    """
+    comps = list(dict.fromkeys(s.composition for s in samples))
+    stats = [composition_stats([s for s in samples if s.composition == c]) for c in comps]
+    manifest = Manifest(
+        dataset=dataset, version=version, uri=resolve(uri), created=datetime.now(timezone.utc), config_sha256="",
+        packages={}, compositions=stats, files={}, planned=len(samples),
+        **{k: sum(s.status == k for s in samples) for k in ("kept", "dropped", "failed")},
+    )
+    preview = Version(uri=resolve(uri), manifest=manifest, samples=samples, published=False)
+    return _page(preview, None, None, {}, size, workers, min_rating)
+
+
+def _page(version, changes, agreement, ratings, size, workers, min_rating) -> str:
     photos = sorted({uri for s in version.samples for uri in s.plan.photos.values()})
     # Decoding 1024 px PNGs dominates; PIL releases the GIL while decoding, and S3 reads wait.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         photo_thumbs = dict(zip(photos, pool.map(lambda u: _thumb(u, None, size), photos)))
         sample_thumbs = list(pool.map(lambda s: _sample_thumbs(version, s, size), version.samples))
-    page = _render(version, dict(zip((s.id for s in version.samples), sample_thumbs)), photo_thumbs, changes, agreement, ratings or {})
-    return Report(html=page, agreement=agreement, changes=changes, samples=len(version.samples))
+    thumbs = dict(zip((s.id for s in version.samples), sample_thumbs))
+    return _render(version, thumbs, photo_thumbs, changes, agreement, ratings, min_rating)
 
 
 def _e(value) -> str:
@@ -322,7 +349,7 @@ def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.0f}%" if d else "-"
 
 
-def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings) -> str:
+def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings, min_rating=HUMAN_KEEP_RATING) -> str:
     m = version.manifest
     comps = [st.composition for st in m.compositions]
     samples = sorted(version.samples, key=lambda s: (comps.index(s.composition), s.plan.index))  # recipe order
@@ -332,7 +359,8 @@ def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings) -
     add = parts.append
 
     add(f"<header><h1>{_e(m.dataset)} <span class=ver>{_e(m.version)}</span></h1>"
-        f"<div class=sub>{_e(m.uri)} &middot; published {_e(m.created.strftime('%Y-%m-%d %H:%M UTC'))}"
+        f"<div class=sub>{_e(m.uri)} &middot; {'published' if version.published else 'awaiting review since'} "
+        f"{_e(m.created.strftime('%Y-%m-%d %H:%M UTC'))}"
         f" &middot; {len(comps)} compositions</div></header>")
     add('<section class="stats">' + _stat("planned", m.planned) + _stat("kept", m.kept, "kept")
         + _stat("dropped", m.dropped, "dropped") + _stat("failed", m.failed, "failed")
@@ -403,7 +431,7 @@ def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings) -
 
     if changes is not None:
         add(_render_changes(changes))
-    add(_render_agreement(agreement))
+    add(_render_agreement(agreement, min_rating))
 
     # Samples: one row each, filterable.
     comp_buttons = "".join(f'<button data-filter=composition data-value="{_e(c)}">{_e(c)}</button>' for c in comps)
@@ -432,7 +460,7 @@ def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings) -
             f'<article class="sample {s.status}{new}" data-id="{_e(s.id)}" data-composition="{_e(s.composition)}" data-verdict="{s.status}">'
             f'<div class=meta><span class="badge {s.status}">{s.status}</span>{NEW_BADGE if new else ""}'
             f'<div class=sid>{_e(s.id)}</div><div class=small>{_e(s.composition)} &middot; {_e(s.plan.scene)}</div>'
-            f'<div class=rate title="your rating (4 or 5 keeps)">{rate}</div></div>'
+            f'<div class=rate title="your rating ({min_rating} or more keeps)">{rate}</div></div>'
             f'<figure class=stage><div class=pics>{pics}</div><figcaption>photos</figcaption></figure><span class=arrow>&rarr;</span>'
             f'<figure class=stage>{_img(thumbs["mask"], "mask")}<figcaption>mask</figcaption></figure><span class=arrow>&rarr;</span>'
             f'<figure class=stage>{_img(thumbs["composite"], "composite")}<figcaption>composite</figcaption></figure><span class=arrow>&rarr;</span>'
@@ -453,7 +481,7 @@ def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings) -
     page_data = {
         "dataset": m.dataset,
         "version": m.version,
-        "minRating": HUMAN_KEEP_RATING,
+        "minRating": min_rating,
         "ratings": ratings,
     }
     # '<' escaped so no string in the data can close the script element.
@@ -498,12 +526,12 @@ def _render_changes(changes: Changes) -> str:
     )
 
 
-def _render_agreement(agreement: Agreement | None) -> str:
+def _render_agreement(agreement: Agreement | None, min_rating: int = HUMAN_KEEP_RATING) -> str:
     # Always rendered: the page recomputes it live as a reviewer rates samples.
     intro = (
         "From the decisions file; updated as you rate samples below."
         if agreement is not None
-        else "Rate samples below (4 or 5 keeps, as in the paper) to see how the automatic filter agrees."
+        else f"Rate samples below ({min_rating} or more keeps; the paper kept 4 and 5) to see how the automatic filter agrees."
     )
     return (
         f"<section id=agreement><h2>Filter agreement</h2><p class=small>{_e(intro)}</p>"

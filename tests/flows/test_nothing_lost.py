@@ -16,7 +16,7 @@ import yaml
 import faults
 from conftest import REPO, small_recipe
 from infra.storage import read_bytes
-from tasks.publish import read_manifest
+from tasks.publish import read_manifest, read_shard
 from tasks.verify import fingerprint, problems
 from tasks.records import DatasetConfig
 
@@ -169,3 +169,23 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     assert kills >= 3, "most runs must be killed for the test to mean something"
     check_consistent(str(out))
     assert fingerprint(str(out)) == fingerprint(str(reference))
+
+
+def test_llm_planner_faults_are_survived_with_the_same_result(tmp_path, monkeypatch):
+    from fake_llm import FakeLLM
+
+    monkeypatch.setenv("FAKE_LLM_KEY", "sk-fake")
+    with FakeLLM() as llm:
+        raw = small_recipe(tmp_path, samples=2)
+        raw["stages"] = {"plan": {"backend": "openai", "options": {
+            "base_url": llm.url, "model": "fake", "api_key_env": "FAKE_LLM_KEY", "timeout": 1.5}}}
+        raw["run"]["cache"] = False  # the second run must ask the endpoint again
+        run_flow(raw, str(tmp_path / "healthy"))
+        healthy_requests = len(llm.requests)
+        llm.every = (3, ("status", 500))  # now every third request fails
+        llm.script = [("status", 429), ("text", '{"boxes": [{"name"'), ("sleep", 2.5)]
+        flaky = run_flow(raw, str(tmp_path / "flaky"))
+        assert len(llm.requests) - healthy_requests > healthy_requests >= 4
+    assert fingerprint(str(tmp_path / "flaky")) == fingerprint(str(tmp_path / "healthy"))
+    shard = read_shard(flaky.uri, flaky.compositions[0])
+    assert {s.plan.planner for s in shard} == {"openai"}  # every layout came from the endpoint
