@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -81,13 +82,16 @@ def main() -> None:
         ok, full = run(path, ref_out, env, None)
         assert ok and not problems(str(ref_out)), "the uninterrupted run failed"
         reference = fingerprint(str(ref_out))
+        # An older version, published once and copied into each trial's folder.
+        template = tmp / "older-version"
         old = tmp / "old.yaml"
+        old.write_text(yaml.safe_dump(recipe(1, template)))
+        assert run(old, template, env, None)[0]
         print(f"uninterrupted run: {full:.1f} s; killing at random moments in [2, {full:.0f}] s")
         recovered = 0
         for trial in range(args.trials):
             out = tmp / f"trial-{trial}"
-            old.write_text(yaml.safe_dump(recipe(1, out)))
-            assert run(old, out, env, None)[0]  # an older version is already published there
+            shutil.copytree(template, out)  # an older version is already published there
             moment = rng.uniform(2.0, full)
             finished, _ = run(path, out, env, moment)
             torn = problems(str(out))  # what a reader sees right after the kill

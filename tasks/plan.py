@@ -1,9 +1,9 @@
 """Plan: each composition -> its samples' layout plans (boxes, scene, seed, source photos).
 
 Runs once for the whole dataset, after segmentation, so that every box is shaped like the
-cut-out it will hold. A sample's id is a content hash of its plan, the photos' bytes and
-the stage settings: the same recipe always gives the same ids (and so the same keys), and
-a changed recipe never overwrites what an earlier one wrote.
+cut-out it will hold. A sample's id is a content hash of its plan, the photos' bytes, the
+stage settings and the stages' code: the same recipe always gives the same ids (and so the
+same keys), and a changed recipe or backend never overwrites what an earlier one wrote.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from prefect import task
 
-from infra.caching import STAGE_CACHE
+from infra.caching import STAGE_CACHE, factory_source_hash
 from models import registry
 from models.planner import PlannedObject, category_aspect
 from models.scenes import scenes_for
@@ -69,7 +69,9 @@ def plan_composition(config: DatasetConfig, composition: Composition, cutouts: d
             photos={cid: cut.photo for cid, cut in chosen.items()},
             planner=made_by,
         )
-        key = digest(plan, {cid: cut.photo_sha256 for cid, cut in chosen.items()}, config.stages)
+        # The code is part of the key too: a changed backend writes new keys, never new bytes
+        # under a key that a published manifest already lists.
+        key = digest(plan, {cid: cut.photo_sha256 for cid, cut in chosen.items()}, config.stages, factory_source_hash())
         samples.append(
             Sample(
                 id=f"{index:05d}-{key[:12]}",

@@ -160,45 +160,20 @@ def test_a_corrupt_photo_fails_only_its_samples_with_the_reason(tmp_path):
     assert stats["cat-mug"].failed == 0
 
 
-class FlakyFileSystem:
-    """An in-memory fsspec file system whose first reads fail like a dropped connection."""
+def test_transient_faults_reading_photos_are_retried_and_the_run_completes(tmp_path, monkeypatch):
+    import faults
 
-    failures_left = 0
-    failed = 0
-
-
-def _flaky_fs():
-    from fsspec.implementations.memory import MemoryFileSystem
-
-    class Flaky(MemoryFileSystem):
-        protocol = ("flaky",)
-
-        @classmethod
-        def _strip_protocol(cls, path):
-            return MemoryFileSystem._strip_protocol(path.removeprefix("flaky://"))
-
-        def cat_file(self, path, start=None, end=None, **kwargs):
-            if FlakyFileSystem.failures_left > 0:
-                FlakyFileSystem.failures_left -= 1
-                FlakyFileSystem.failed += 1
-                raise ConnectionError("connection reset by peer (injected)")
-            return super().cat_file(path, start, end, **kwargs)
-
-    return Flaky
-
-
-def test_transient_storage_errors_are_retried_and_the_run_completes(tmp_path):
-    import fsspec
-
-    flaky = _flaky_fs()
-    fsspec.register_implementation("flaky", flaky, clobber=True)
-    fs = flaky()
-    fs.pipe_file("/photos/cat.png", read_bytes("pkgdata://skimage/data/chelsea.png"))
-    FlakyFileSystem.failures_left, FlakyFileSystem.failed = 2, 0
+    monkeypatch.setenv("GEN4GEN_IO_BACKOFF", "0.01")
+    faults.register()
+    (tmp_path / "cat.png").write_bytes(read_bytes("pkgdata://skimage/data/chelsea.png"))
     raw = small_recipe(tmp_path, samples=1)
-    raw["concepts"][0]["photos"] = ["flaky:///photos/cat.png"]
-    raw["run"]["retries"] = 3
-    manifest, _ = run(raw)
-    assert FlakyFileSystem.failed == 2  # two reads failed, and were retried
+    raw["concepts"][0]["photos"] = [f"faulty://{tmp_path}/cat.png"]
+    faults.Faults.configure(rate=0.5, seed=3)  # half the requests to the photo store fail
+    try:
+        manifest, _ = run(raw)
+    finally:
+        injected = faults.Faults.injected
+        faults.Faults.configure(rate=0.0)
+    assert injected >= 1, "the test must actually inject faults"
     assert manifest.failed == 0 and manifest.planned == 2
     assert not manifest.unusable_photos
