@@ -21,6 +21,7 @@ from models import registry
 from tasks.caption import caption_task
 from tasks.composite import composite_task
 from tasks.filter import filter_task
+from tasks.gallery import gallery_task
 from tasks.plan import plan_task
 from tasks.publish import collect_task, publish_task
 from tasks.records import DatasetConfig, Manifest, ReviewConfig
@@ -90,10 +91,14 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     stats = [collect.submit(s, out) for s in judged.values()]
     manifest = publish_task.with_options(retries=opts["retries"]).submit(cfg, out, artifacts.track_compositions(cfg, stats), cutouts).result()
     artifacts.publish_table(cfg, manifest)
+    galleries = [gallery_task.submit(cfg, s, out) for s in judged.values()]
     if ratings is not None:
         reviewed = [s for f in judged.values() for s in f.result()]
         unknown, log = unknown_ids(reviewed, ratings), get_run_logger()
         (log.warning if unknown else log.info)(summary(reviewed, unknown))
+
+    for g in galleries:
+        g.wait()  # a gallery is a view: one that failed does not fail the published run
 
     emit_event(
         event=PUBLISHED_EVENT,

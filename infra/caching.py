@@ -17,7 +17,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 
 
 # Code that only reads or shows results: changing the report page must not recompute datasets.
-NOT_STAGE_CODE = {"tasks/report.py", "tasks/verify.py", "infra/artifacts.py"}
+NOT_STAGE_CODE = {"tasks/report.py", "tasks/verify.py", "tasks/gallery.py", "infra/artifacts.py"}
 
 
 @lru_cache(maxsize=1)

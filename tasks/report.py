@@ -239,15 +239,24 @@ class Thumb:
     skipped: bool = False  # the stage never ran for this sample: not a fault, shown neutral
 
 
-def thumbnail(data: bytes, name: str, size: int = THUMB, grey: bool = False) -> str:
-    """A small JPEG data URI of an image's bytes."""
+def thumbnail_jpeg(data: bytes, name: str, size: int = THUMB, grey: bool = False) -> bytes:
+    """A small JPEG of an image's bytes."""
     img = decode_image(data, name)
     img.draft("L" if grey else "RGB", (size, size))  # JPEG sources decode at a reduced size
     img = img.convert("L" if grey else "RGB")
     img.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=True)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def thumbnail(data: bytes, name: str, size: int = THUMB, grey: bool = False) -> str:
+    """A small JPEG data URI of an image's bytes."""
+    return data_uri(thumbnail_jpeg(data, name, size, grey))
 
 
 def _thumb(uri: str, expected_sha256: str | None, size: int, grey: bool = False) -> Thumb:

@@ -45,3 +45,26 @@ def test_a_run_publishes_progress_and_a_table_per_composition(tmp_path):
 
 def test_artifact_keys_are_valid_for_any_safe_id():
     assert artifact_key("My_Data.set", "v1.2", "progress") == "my-data-set-v1-2-progress"
+
+
+def test_a_gallery_per_composition_shows_every_stage_of_every_sample(tmp_path):
+    from flows.generate import run_generate
+    from tasks.publish import read_shard
+
+    raw = small_recipe(tmp_path, samples=2, canvas=160) | {"name": "gallery", "version": "v1"}
+    config = DatasetConfig.model_validate(raw)
+    manifest = run_generate(config, config.out)
+    for st in manifest.compositions:
+        text = latest(f"gallery-v1-{st.composition}-gallery").data
+        samples = read_shard(manifest.uri, st)
+        rows = [line for line in text.splitlines() if line.startswith("| `")]
+        assert len(rows) == st.planned
+        for sample, row in zip(samples, rows):
+            assert sample.id in row and sample.status in row
+            assert row.count("](data:image/jpeg;base64,") == len(sample.plan.photos) + 3  # photos, mask, composite, final
+            for token in sample.tokens:
+                assert token.replace("<", "&lt;").replace(">", "&gt;") in row
+            thumbs = tmp_path / "out" / ".thumbs" / st.composition / sample.id
+            assert sorted(p.name for p in thumbs.iterdir()) == sorted(
+                [f"photo-{c}.jpg" for c in sample.plan.photos] + ["mask.jpg", "composite.jpg", "final.jpg"]
+            )
