@@ -76,36 +76,42 @@ def main() -> None:
         tmp = Path(tmp)
         env = {**os.environ, "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         env.pop("PREFECT_API_URL", None)
-        ref_out = tmp / "reference"
         path = tmp / "recipe.yaml"
-        path.write_text(yaml.safe_dump(recipe(args.samples, ref_out)))
-        ok, full = run(path, ref_out, env, None)
-        assert ok and not problems(str(ref_out)), "the uninterrupted run failed"
-        reference = fingerprint(str(ref_out))
-        # An older version, published once and copied into each trial's folder.
+        # An older version, published once and copied into each folder: a reader must find a
+        # whole dataset (the old one or the new one) whenever the kill lands.
         template = tmp / "older-version"
         old = tmp / "old.yaml"
         old.write_text(yaml.safe_dump(recipe(1, template)))
         assert run(old, template, env, None)[0]
-        print(f"uninterrupted run: {full:.1f} s; killing at random moments in [2, {full:.0f}] s")
-        recovered = 0
+        ref_out = tmp / "reference"
+        shutil.copytree(template, ref_out)
+        path.write_text(yaml.safe_dump(recipe(args.samples, ref_out)))
+        ok, full = run(path, ref_out, env, None)
+        assert ok and not problems(str(ref_out)), "the uninterrupted run failed"
+        reference = fingerprint(str(ref_out))
+        # Kill within the run's own duration, so that every trial is really killed.
+        print(f"uninterrupted run: {full:.1f} s; killing at random moments in [1, {0.9 * full:.1f}] s")
+        recovered = kills = 0
         for trial in range(args.trials):
             out = tmp / f"trial-{trial}"
             shutil.copytree(template, out)  # an older version is already published there
-            moment = rng.uniform(2.0, full)
+            moment = rng.uniform(1.0, 0.9 * full)
             finished, _ = run(path, out, env, moment)
+            killed = not finished
             torn = problems(str(out))  # what a reader sees right after the kill
             reruns = 0
             while not finished and reruns < 5:
                 finished, _ = run(path, out, env, None)
                 reruns += 1
             whole = finished and not problems(str(out)) and fingerprint(str(out)) == reference
-            recovered += bool(whole and not torn)
+            recovered += bool(whole and not torn and killed)
+            kills += killed
             print(
-                f"trial {trial:2d}: killed at {moment:5.1f} s, reader saw {'a whole dataset' if not torn else torn}, "
+                f"trial {trial:2d}: {'killed' if killed else 'finished before the kill'} at {moment:5.1f} s, "
+                f"reader saw {'a whole dataset' if not torn else torn}, "
                 f"{reruns} rerun(s), {'equal to the uninterrupted run' if whole else 'DIFFERENT'}"
             )
-        print(f"recovered {recovered} of {args.trials} with nothing lost or doubled")
+        print(f"{kills} of {args.trials} runs killed; {recovered} of {kills} recovered with nothing lost or doubled")
 
 
 if __name__ == "__main__":
