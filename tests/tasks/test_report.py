@@ -214,3 +214,29 @@ def test_the_page_works_in_chromium(versions, browser, tmp_path):
     shutil.copy(shot, "/tmp/report_screenshot.png")  # for a person to look at after the run
     assert problems == []
     page.close()
+
+
+def test_the_demo_report_in_chromium(browser, tmp_path):
+    """The shipped demo recipe (one sample per composition), as a user first sees it."""
+    from conftest import DEMO
+    from infra.config import load_config
+
+    config = load_config(str(DEMO), str(tmp_path / "demo"))
+    config = config.model_copy(update={"compositions": [c.model_copy(update={"samples": 1}) for c in config.compositions]})
+    run_stages(config, config.out)
+    page_file = tmp_path / "demo-report.html"
+    page_file.write_text(build_report(config.out).html)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda err: problems.append(str(err)))
+    page.goto(page_file.as_uri())
+    page.wait_for_load_state("load")
+    assert page.locator("article.sample:visible").count() == len(config.compositions)
+    page.click('button[data-filter=composition][data-value="launch-day"]')
+    assert page.locator("article.sample:visible").count() == 1
+    shot = tmp_path / "demo-report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000 and problems == []
+    shutil.copy(shot, "/tmp/demo_report_screenshot.png")  # for a person to look at after the run
+    page.close()
