@@ -34,6 +34,7 @@ def direct(config, out: str) -> int:
     from tasks.caption import caption_samples
     from tasks.composite import composite_samples
     from tasks.filter import filter_samples
+    from tasks.gallery import gallery_markdown
     from tasks.plan import plan_dataset
     from tasks.publish import collect_composition, publish_dataset
     from tasks.repaint import repaint_samples
@@ -41,14 +42,18 @@ def direct(config, out: str) -> int:
 
     cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts}
     planned = plan_dataset(config, cutouts)
-    stats = []
+    stats, samples = [], []
     for comp in config.compositions:
         s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
         s = repaint_samples(s, out, config.stages.repaint)
         s = caption_samples(s, config)
         s = filter_samples(s, out, config.stages.filter)
         stats.append(collect_composition(s, out))
-    return publish_dataset(config, out, stats, cutouts).planned
+        samples.append(s)
+    manifest = publish_dataset(config, out, stats, cutouts)
+    for s in samples:  # the flow's galleries: the same thumbnails and markdown, no artifact
+        gallery_markdown(config, s, out)
+    return manifest.planned
 
 
 def with_samples(config, samples: int):

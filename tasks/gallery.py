@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from infra.artifacts import artifact_key
 from infra.errors import BadInput
-from infra.storage import join, read_bytes, read_input, resolve, write_bytes
+from infra.storage import exists, join, read_bytes, read_input, resolve, write_bytes
 from tasks.records import DatasetConfig, Sample
 from tasks.report import data_uri, thumbnail_jpeg
 
@@ -47,13 +47,17 @@ def _sources(sample: Sample, out: str) -> list[tuple[str, str, bool]]:
 
 
 def _cell(sample: Sample, out: str, name: str, uri: str, grey: bool) -> str:
+    # Sample ids hash the plan, photos, settings and code, so a thumbnail already written
+    # for this id shows the same image: a rerun reuses it instead of decoding again.
+    thumb_uri = join(out, ".thumbs", sample.composition, sample.id, f"{name}.jpg")
     try:
-        data = read_input(uri) if name.startswith("photo-") else read_bytes(uri)
-        jpeg = thumbnail_jpeg(data, uri, SIZE, grey)
+        jpeg = read_bytes(thumb_uri) if exists(thumb_uri) else None
+        if jpeg is None:
+            data = read_input(uri) if name.startswith("photo-") else read_bytes(uri)
+            jpeg = thumbnail_jpeg(data, uri, SIZE, grey)
+            write_bytes(thumb_uri, jpeg)
     except BadInput as err:  # a broken file is shown as such: that is what a gallery is for
         return f"{name}: {err.reason}"
-    thumb_uri = join(out, ".thumbs", sample.composition, sample.id, f"{name}.jpg")
-    write_bytes(thumb_uri, jpeg)
     return f"![{name}]({_link(thumb_uri, jpeg)})"
 
 
