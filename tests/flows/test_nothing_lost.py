@@ -161,7 +161,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     rng = random.Random(8)
     kills = 0
     for _ in range(5):
-        if kill_at(gen4gen(recipe, out, env), rng.uniform(4.0, 16.0)):
+        if kill_at(gen4gen(recipe, out, env), rng.uniform(3.0, 12.0)):
             kills += 1
         check_consistent(str(out))
     final = gen4gen(recipe, out, env)
