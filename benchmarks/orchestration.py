@@ -83,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     parser.add_argument("--samples", type=int, default=8, help="samples per composition")
-    parser.add_argument("--repeat", type=int, default=2, help="alternating repeats; best kept")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating repeats; best kept")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
