@@ -154,6 +154,16 @@ def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def signed_url(uri: str, seconds: int) -> str | None:
+    """An HTTP(S) URL a browser can open for a stored object (presigned on S3), or None
+    where the store has no such thing (a local disk)."""
+    fs, path = _fs(uri)
+    try:
+        return fs.sign(path, expiration=seconds)
+    except NotImplementedError:
+        return None
+
+
 def remove(uri: str) -> None:
     fs, path = _fs(uri)
     _retrying(lambda: fs.rm_file(path), uri)

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from infra import progress
 from infra.errors import BadInput
-from infra.storage import join
 from tasks.records import Sample
 
 

@@ -11,13 +11,12 @@ web page by its file:// address.
 
 from __future__ import annotations
 
-import fsspec
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
 from infra.artifacts import artifact_key
 from infra.errors import BadInput
-from infra.storage import exists, join, read_bytes, read_input, resolve, write_bytes
+from infra.storage import exists, join, read_bytes, read_input, signed_url, write_bytes
 from tasks.records import DatasetConfig, Sample
 from tasks.report import data_uri, thumbnail_jpeg
 
@@ -30,11 +29,7 @@ def gallery_key(config: DatasetConfig, composition: str) -> str:
 
 
 def _link(uri: str, jpeg: bytes) -> str:
-    uri = resolve(uri)
-    if uri.startswith("s3://"):
-        fs, path = fsspec.core.url_to_fs(uri)
-        return fs.sign(path, expiration=LINK_SECONDS)
-    return data_uri(jpeg)
+    return signed_url(uri, LINK_SECONDS) or data_uri(jpeg)
 
 
 def _sources(sample: Sample, out: str) -> list[tuple[str, str, bool]]:

@@ -58,13 +58,18 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
     # The category steers the segmenter (a person prior, a vehicle prior), so the same
     # photo under two categories has two masks.
     key = digest(concept.category.lower())[:8]
+
+    def entry(sha: str, ext: str) -> str:
+        """A photo's cache entry, relative to the dataset: its mask (png) or record (json)."""
+        return f"{cache}/{key}-{sha}.{ext}"
+
     cutouts: dict[int, Cutout] = {}
     todo: list[tuple[int, str, str, tuple[np.ndarray, np.ndarray | None]]] = []
     for i, photo in enumerate(concept.photos):
         try:
             data = read_input(photo)
             sha = sha256(data)
-            record_uri = join(out, cache, f"{key}-{sha}.json")
+            record_uri = join(out, entry(sha, "json"))
             if exists(record_uri):
                 cached = Cutout.model_validate_json(read_bytes(record_uri))
                 cutouts[i] = cached.model_copy(update={"photo": photo})
@@ -76,11 +81,11 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
     for (i, photo, sha, _), mask in zip(todo, masks):
         cut = describe(photo, mask).model_copy(update={"photo_sha256": sha})
         if cut.error is None:
-            mask_path = f"{cache}/{key}-{sha}.png"
+            mask_path = entry(sha, "png")
             write_png(join(out, mask_path), mask)
             cut = cut.model_copy(update={"mask": mask_path})
         # The record is written after its mask: a record that exists points at a whole mask.
-        write_bytes(join(out, cache, f"{key}-{sha}.json"), cut.model_dump_json().encode())
+        write_bytes(join(out, entry(sha, "json")), cut.model_dump_json().encode())
         cutouts[i] = cut
     return [cutouts[i] for i in range(len(concept.photos))]
 

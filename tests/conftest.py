@@ -99,6 +99,16 @@ def small_recipe(tmp_path: Path, samples: int = 2, canvas: int = 256, extra_conc
     }
 
 
+def run_recipe(raw: dict, out: str | None = None):
+    """Validate a recipe and run the generate flow on it (under the test's Prefect server);
+    returns the manifest. `out` overrides the recipe's own output."""
+    from flows.generate import run_generate
+    from tasks.records import DatasetConfig
+
+    config = DatasetConfig.model_validate(raw)
+    return run_generate(config, out or config.out)
+
+
 def write_uniform_photo(path: Path, value: int = 128) -> str:
     """A photo with nothing in it: the segmenter finds no foreground."""
     Image.fromarray(np.full((120, 160, 3), value, np.uint8)).save(path)

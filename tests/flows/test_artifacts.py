@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from conftest import small_recipe
+from conftest import run_recipe, small_recipe
 from infra.artifacts import artifact_key
-from tasks.records import DatasetConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -24,11 +23,8 @@ def latest(key: str):
 
 
 def test_a_run_publishes_progress_and_a_table_per_composition(tmp_path):
-    from flows.generate import run_generate
-
     raw = small_recipe(tmp_path, samples=1, canvas=160) | {"name": "ui_check.a", "version": "v2"}
-    config = DatasetConfig.model_validate(raw)
-    manifest = run_generate(config, config.out)
+    manifest = run_recipe(raw)
 
     progress = latest("ui-check-a-v2-progress")
     assert progress.type == "progress" and float(progress.data) == 100.0
@@ -48,12 +44,10 @@ def test_artifact_keys_are_valid_for_any_safe_id():
 
 
 def test_a_gallery_per_composition_shows_every_stage_of_every_sample(tmp_path):
-    from flows.generate import run_generate
     from tasks.publish import read_shard
 
     raw = small_recipe(tmp_path, samples=2, canvas=160) | {"name": "gallery", "version": "v1"}
-    config = DatasetConfig.model_validate(raw)
-    manifest = run_generate(config, config.out)
+    manifest = run_recipe(raw)
     for st in manifest.compositions:
         text = latest(f"gallery-v1-{st.composition}-gallery").data
         samples = read_shard(manifest.uri, st)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_recipe, write_uniform_photo
+from conftest import run_recipe, small_recipe, write_uniform_photo
 from infra import progress
 from infra.storage import join, read_bytes, sha256
 from tasks.publish import read_manifest, read_shard
@@ -18,10 +18,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def run(raw: dict):
-    from flows.generate import run_generate
-
-    config = DatasetConfig.model_validate(raw)
-    return run_generate(config, config.out), config
+    return run_recipe(raw), DatasetConfig.model_validate(raw)
 
 
 def stage_calls():

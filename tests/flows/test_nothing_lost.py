@@ -15,19 +15,12 @@ import yaml
 
 import faults
 from conftest import REPO, small_recipe
+from conftest import run_recipe as run_flow
 from infra.storage import read_bytes
 from tasks.publish import read_manifest, read_shard
 from tasks.verify import fingerprint, problems
-from tasks.records import DatasetConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-def run_flow(raw: dict, out: str | None = None):
-    from flows.generate import run_generate
-
-    config = DatasetConfig.model_validate(raw)
-    return run_generate(config, out or config.out)
-
 
 def check_consistent(out: str) -> None:
     """The reader's contract: what the manifest lists exists with its hash, no sample twice,

@@ -12,19 +12,12 @@ import time
 
 import pytest
 
-from conftest import small_recipe
+from conftest import run_recipe as run, small_recipe
 from infra.storage import join, read_bytes
 from tasks.publish import read_manifest, read_shard
-from tasks.records import DatasetConfig, Manifest, Sample
+from tasks.records import Manifest, Sample
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def run(raw: dict) -> Manifest:
-    from flows.generate import run_generate
-
-    config = DatasetConfig.model_validate(raw)
-    return run_generate(config, config.out)
 
 
 def samples_of(manifest: Manifest) -> dict[str, Sample]:

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from conftest import REPO, small_recipe
+from conftest import REPO, run_recipe, small_recipe
 from infra.config import ConfigError, load_config
 from infra.errors import BadInput
-from infra.storage import decode_image, read_bytes, to_rgb_alpha
-from tasks.records import Box, Concept, DatasetConfig, LayoutPlan
+from infra.storage import decode_image, to_rgb_alpha
+from tasks.records import Concept, DatasetConfig, LayoutPlan
 from tasks.segment import segment_concept
 
 BAD = REPO / "tests" / "data" / "bad"
@@ -129,8 +128,6 @@ def test_layout_boxes_with_nan_negative_or_off_canvas_values(box, words):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_over_the_whole_corpus_goes_on_for_everything_else(tmp_path):
-    from flows.generate import run_generate
-
     names = sorted(EXPECTED)
     concepts = [
         {"id": f"bad{i}", "category": "mug", "token": f"<bad{i}>", "photos": [str(BAD / name)]}
@@ -138,8 +135,7 @@ def test_a_run_over_the_whole_corpus_goes_on_for_everything_else(tmp_path):
     ]
     comps = [{"id": f"with-bad{i}", "concepts": ["chelsea", f"bad{i}"], "samples": 1} for i in range(len(names))]
     raw = small_recipe(tmp_path, samples=1, extra_concepts=concepts, extra_compositions=comps)
-    config = DatasetConfig.model_validate(raw)
-    manifest = run_generate(config, config.out)
+    manifest = run_recipe(raw)
     stats = {st.composition: st for st in manifest.compositions}
     assert stats["cat-mug"].failed == 0 and stats["cat-mug-rocket"].failed == 0
     for i, name in enumerate(names):
