@@ -98,3 +98,9 @@ def _register_builtin() -> None:
         from models.captioner import TemplateCaptioner
 
         return TemplateCaptioner(**opts)
+
+    @register("caption", "llava")
+    def _llava(**opts):
+        from models.llava import LlavaCaptioner
+
+        return LlavaCaptioner(**opts)
