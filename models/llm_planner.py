@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator
 
 from models.planner import SMALLEST_RATIO, OfflinePlanner, PlannedObject
-from models.scenes import DEFAULT_SCENES, scenes_for
 from tasks.records import MAX_CONCEPTS, MIN_CONCEPTS, box_iou
 
 SYSTEM = (
