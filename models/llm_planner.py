@@ -25,6 +25,7 @@ import json
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator
@@ -303,6 +304,7 @@ class LLMPlanner:
         fallback: bool = True,
         scenes: bool = True,
         sizes: bool = True,
+        failure_ttl: float = 300.0,
     ):
         from openai import OpenAI
 
@@ -314,8 +316,9 @@ class LLMPlanner:
         self.last: dict[int, PlanAttempt] = {}
         # (part, object names) -> why that part was made offline, for the samples' notes.
         self.fallbacks: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._ratios: dict[tuple[str, ...], list[float] | None] = {}
-        self._scenes: dict[tuple[tuple[str, ...], int], list[str]] = {}
+        self.failure_ttl = failure_ttl
+        # (part, names) -> (value, came from the endpoint, when): composition-level answers.
+        self._memo: dict[tuple, tuple[object, bool, float]] = {}
         self._lock = threading.Lock()
         # The client retries 408/409/429/5xx and timeouts with exponential backoff itself.
         self.client = OpenAI(
@@ -377,23 +380,19 @@ class LLMPlanner:
         """Size ratios (largest 1.0, smallest 0.4) from the endpoint's ranking, asked once
         per set of objects; the offline size table when it cannot answer."""
         names = _names(objects)
-        key = tuple(names)
-        with self._lock:
-            if key in self._ratios:
-                cached = self._ratios[key]
-                return list(cached) if cached is not None else self.offline.size_ratios(objects)
-        ratios = None
-        if self.ask_sizes and len(objects) > 1:
-            question = f"Rank sizes of objects: {', '.join(names)}."
-            messages = [{"role": "system", "content": SIZES_SYSTEM}, {"role": "user", "content": question}]
+        if not self.ask_sizes or len(objects) < 2:
+            return self.offline.size_ratios(objects)
+        messages = [
+            {"role": "system", "content": SIZES_SYSTEM},
+            {"role": "user", "content": f"Rank sizes of objects: {', '.join(names)}."},
+        ]
+
+        def ask():
             ranks, problem = self._exchange(messages, seed, lambda text: parse_ranks(text, names))
-            if ranks is not None:
-                ratios = ratios_from_ranks(ranks)
-            else:
-                self._fallback("sizes", key, f"LLM size ranking unusable ({problem}); offline size table used")
-        with self._lock:
-            self._ratios[key] = ratios
-        return list(ratios) if ratios is not None else self.offline.size_ratios(objects)
+            return (ratios_from_ranks(ranks) if ranks is not None else None), problem
+
+        return list(self._once("sizes", tuple(names), ask, lambda: self.offline.size_ratios(objects),
+                               "LLM size ranking unusable ({}); offline size table used"))
 
     # ----------------------------------------------------------------- scenes
 
@@ -401,22 +400,41 @@ class LLMPlanner:
         """`count` background scenes for these objects, asked once per set of objects; the
         offline scene library when the endpoint cannot answer."""
         names = _names(objects)
-        key = (tuple(names), count)
+        if not self.ask_scenes:
+            return self.offline.scenes(objects, count, seed)
+        messages = [
+            {"role": "system", "content": SCENES_SYSTEM},
+            {"role": "user", "content": f"Scenes for objects: {', '.join(names)}. Count: {count}."},
+        ]
+        return list(self._once(
+            "scenes", tuple(names),
+            lambda: self._exchange(messages, seed, lambda text: parse_scenes(text, count)),
+            lambda: self.offline.scenes(objects, count, seed),
+            "LLM scenes unusable ({}); scene library used",
+            extra=count,
+        ))
+
+    def _once(self, part: str, names: tuple[str, ...], ask, offline, why: str, extra=None):
+        """A composition-level answer, asked once: `ask()` -> (value or None, problem).
+
+        An answer is kept for the life of the process; a failure (the offline value used,
+        and noted) only for `failure_ttl` seconds, so the samples of one run do not each wait
+        on an endpoint that is down, while a long-lived worker asks again later.
+        """
+        key, memo = (part, names), (part, names, extra)
         with self._lock:
-            if key in self._scenes:
-                return list(self._scenes[key])
-        found = None
-        if self.ask_scenes:
-            question = f"Scenes for objects: {', '.join(names)}. Count: {count}."
-            messages = [{"role": "system", "content": SCENES_SYSTEM}, {"role": "user", "content": question}]
-            found, problem = self._exchange(messages, seed, lambda text: parse_scenes(text, count))
-            if found is None:
-                self._fallback("scenes", tuple(names), f"LLM scenes unusable ({problem}); scene library used")
-        if found is None:
-            found = self.offline.scenes(objects, count, seed)
+            hit = self._memo.get(memo)
+            if hit is not None and (hit[1] or time.monotonic() - hit[2] < self.failure_ttl):
+                return hit[0]
+        value, problem = ask()
         with self._lock:
-            self._scenes[key] = found
-        return list(found)
+            if value is None:
+                value = offline()
+                self.fallbacks[key] = why.format(problem)
+            else:
+                self.fallbacks.pop(key, None)
+            self._memo[memo] = (value, key not in self.fallbacks, time.monotonic())
+        return value
 
     # ----------------------------------------------------------------- association
 
@@ -450,10 +468,6 @@ class LLMPlanner:
         if attempt is not None and attempt.source != "llm":
             out.append(("layout_fallback", attempt.detail))
         return out
-
-    def _fallback(self, part: str, names: tuple[str, ...], detail: str) -> None:
-        with self._lock:
-            self.fallbacks[(part, names)] = detail
 
     def _ask(self, messages: list[dict], seed: int) -> str:
         reply = self.client.chat.completions.create(

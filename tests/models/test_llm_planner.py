@@ -311,3 +311,16 @@ def test_cli_associate_writes_yaml_a_recipe_accepts(llm, monkeypatch, tmp_path, 
     assert main(["associate", str(path), "--max", "0"]) == 2
     llm.turns = {"associate": ["out_of_range"] * 3}
     assert main(["associate", str(path)]) == 1 and "unknown concept ids" in capsys.readouterr().err
+
+
+def test_a_failure_is_remembered_for_a_while_an_answer_for_good(llm, monkeypatch):
+    llm.turns = {"sizes": ["malformed"] * 2}
+    p = planner(llm, monkeypatch, repairs=1, failure_ttl=60)
+    objects = [PERSON, *OBJECTS]
+    assert p.size_ratios(objects) == OfflinePlanner().size_ratios(objects)
+    p.size_ratios(objects)
+    assert len(llm.of("sizes")) == 2  # within the ttl: not asked again
+    p.failure_ttl = 0  # the ttl has passed: asked again, answered, the note is gone
+    assert p.size_ratios(objects) == [1.0, 0.7, 0.4] and p.notes(objects, 0) == []
+    p.size_ratios(objects)
+    assert len(llm.of("sizes")) == 3
