@@ -3,6 +3,7 @@
     gen4gen generate CONFIG [--out URI] [--workers N] [--samples N] [--no-cache] [--verbose]
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
     gen4gen verify DATASET_URI
+    gen4gen associate CONFIG [--max N] [--out FILE]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -47,9 +48,17 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     ver = sub.add_parser("verify", help="check a published dataset against its manifest")
     ver.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
+    aso = sub.add_parser("associate", help="ask the recipe's LLM endpoint for compositions of its concepts (YAML)")
+    aso.add_argument("config", help="recipe with concepts and stages.plan (backend openai)")
+    aso.add_argument("--max", type=int, default=10, help="most compositions to propose (default 10)")
+    aso.add_argument("--out", help="YAML file to write (default: print)")
     args = parser.parse_args(argv)
     if args.command == "verify":
         return _verify(args)
+    if args.command == "associate":
+        from flows.associate import associate_command
+
+        return associate_command(args.config, args.max, args.out)
     _quiet_prefect(args.verbose)
     if args.command == "generate":
         return _generate(args)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.scenes import DEFAULT_SCENES, scenes_for
 from models.scenes import scene as scene_of
 from tasks.records import box_iou
 
@@ -83,12 +84,18 @@ class OfflinePlanner:
         scene: str,
         max_iou: float,
         seed: int,
+        ratios: list[float] | None = None,
     ) -> list[tuple[int, int, int, int]]:
-        """Boxes (x, y, w, h) in canvas pixels, one per object, in the objects' order."""
+        """Boxes (x, y, w, h) in canvas pixels, one per object, in the objects' order.
+
+        `ratios`: relative sizes (largest 1.0) from elsewhere (an LLM's ranking); default:
+        the size table's."""
         n = len(objects)
         rng = np.random.default_rng(seed)
         horizon = scene_of(scene).horizon * canvas
-        ratios = size_ratios([o.category for o in objects])
+        if ratios is not None and len(ratios) != n:
+            raise ValueError(f"ratios: {len(ratios)} given for {n} objects")
+        ratios = ratios if ratios is not None else self.size_ratios(objects)
         largest = LARGEST_HEIGHT.get(n, 0.42) * canvas * (1 + self.jitter * rng.uniform(-1, 1))
         min_area = (canvas / MIN_SIDE_DIVISOR.get(n, 8)) ** 2
 
@@ -107,6 +114,17 @@ class OfflinePlanner:
         raise ValueError(
             f"no layout of {n} objects fits a {canvas}px canvas with max IoU {max_iou}"
         )
+
+    @staticmethod
+    def size_ratios(objects: list[PlannedObject]) -> list[float]:
+        return size_ratios([o.category for o in objects])
+
+    @staticmethod
+    def scenes(objects: list[PlannedObject], count: int, seed: int = 0) -> list[str]:
+        """The library's `count` best scenes for these categories (seed unused: a table)."""
+        ranked = scenes_for([o.category for o in objects])
+        ranked += [s for s in DEFAULT_SCENES if s not in ranked]
+        return ranked[:count]
 
     @staticmethod
     def _box_size(height: float, aspect: float, canvas: int) -> tuple[int, int]:

@@ -110,3 +110,9 @@ def _register_builtin() -> None:
         from models.vision import OwlVit
 
         return OwlVit(**opts)
+
+    @register("caption", "llava")
+    def _llava(**opts):
+        from models.llava import LlavaCaptioner
+
+        return LlavaCaptioner(**opts)

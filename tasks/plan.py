@@ -16,7 +16,7 @@ from models import registry
 from models.planner import PlannedObject, category_aspect
 from models.scenes import scenes_for
 from tasks.common import digest
-from tasks.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Sample
+from tasks.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Reason, Sample
 
 SCENES_PER_COMPOSITION = 3  # the paper: the LLM proposes 3 backgrounds per composition
 
@@ -40,7 +40,13 @@ def choose_photo(rng: np.random.Generator, cutouts: list[Cutout]) -> Cutout:
 def plan_composition(config: DatasetConfig, composition: Composition, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
     planner = registry.load("plan", config.stages.plan.backend, config.stages.plan.options)
     concepts = [config.concept(cid) for cid in composition.concepts]
-    scenes = composition.scenes or scenes_for([c.category for c in concepts])[:SCENES_PER_COMPOSITION]
+    kinds = [PlannedObject(c.id, c.category, category_aspect(c.category)) for c in concepts]
+    if composition.scenes:
+        scenes = composition.scenes
+    elif hasattr(planner, "scenes"):  # the planner proposes them (the LLM one asks its endpoint)
+        scenes = planner.scenes(kinds, SCENES_PER_COMPOSITION, sample_seed(config.seed, composition.id, -1))
+    else:
+        scenes = scenes_for([c.category for c in concepts])[:SCENES_PER_COMPOSITION]
     samples = []
     for index in range(composition.samples):
         seed = sample_seed(config.seed, composition.id, index)
@@ -72,6 +78,8 @@ def plan_composition(config: DatasetConfig, composition: Composition, cutouts: d
         # The code is part of the key too: a changed backend writes new keys, never new bytes
         # under a key that a published manifest already lists.
         key = digest(plan, {cid: cut.photo_sha256 for cid, cut in chosen.items()}, config.stages, factory_source_hash())
+        # What the planner made offline instead of asking (scenes, sizes, layout), if anything.
+        notes = planner.notes(objects, seed) if hasattr(planner, "notes") else []
         samples.append(
             Sample(
                 id=f"{index:05d}-{key[:12]}",
@@ -79,6 +87,7 @@ def plan_composition(config: DatasetConfig, composition: Composition, cutouts: d
                 concepts=[c.id for c in concepts],
                 tokens=[c.token for c in concepts],
                 plan=plan,
+                notes=[Reason(code=code, stage="plan", detail=detail) for code, detail in notes],
             )
         )
     return samples

@@ -213,6 +213,11 @@ class Sample(Record):
         default_factory=dict, description="numbers the filter decides on, e.g. visible.<id>"
     )
     seconds: dict[str, float] = Field(default_factory=dict, description="stage -> seconds")
+    notes: list[Reason] = Field(
+        default_factory=list,
+        description="what a stage worked around without dropping the sample, e.g. a caption "
+        "fallback (code caption_fallback) or a plan made offline after the LLM failed",
+    )
 
     @property
     def alive(self) -> bool:
