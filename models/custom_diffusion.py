@@ -25,8 +25,6 @@ import torch.nn.functional as F
 
 from models import hf
 
-DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-
 
 def load_components(options: dict[str, Any]) -> dict[str, Any]:
     """tokenizer, text_encoder, vae, unet, scheduler of the base model (options: model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,28 +64,33 @@ def test_flow_writes_checkpoints_and_announces_each(dataset, base, tmp_path):
     assert last["dataset_version"] == info.dataset_version and last["resource"] == f"gen4gen.checkpoint.{result.run}.2"
 
 
-def test_cli_trains_prints_the_checkpoint_and_resumes(dataset, base, tmp_path):
-    from prefect.settings import PREFECT_API_URL
+def test_cli_run_killed_and_restarted_resumes_from_its_last_checkpoint(dataset, base, tmp_path):
     from diffusers import StableDiffusionPipeline
+    from prefect.settings import PREFECT_API_URL
 
-    from tasks.checkpoint import load_into
+    from tasks.checkpoint import finished, load_into
 
     out = tmp_path / "cli"
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())  # the test server: events can be read back
     args = [sys.executable, "-m", "flows.cli", "train", "--dataset", dataset, "--out", str(out), "--base", base,
-            "--resolution", "64", "--batch-size", "2", "--micro-batch", "1", "--checkpoint-every", "1"]
-    first = subprocess.run([*args, "--steps", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert first.stdout.strip().splitlines()[-1] == f"file://{out}/checkpoints/step-000001"
-    assert "train: steps" in first.stderr and "1/1" in first.stderr
-    second = subprocess.run([*args, "--steps", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed from step 1" in second.stderr and "2/2" in second.stderr
-    latest = second.stdout.strip().splitlines()[-1]
-    assert latest == f"file://{out}/checkpoints/step-000002"
+            "--resolution", "64", "--batch-size", "2", "--micro-batch", "1", "--checkpoint-every", "1", "--steps", "30"]
+    killed = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not finished(str(out)) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    done = [s for s, _ in finished(str(out))]
+    assert done and done[-1] < 30, "the first run was killed after its first checkpoint and before the end"
+    rerun = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from step {done[-1]}" in rerun.stderr and "30/30" in rerun.stderr and "train: steps" in rerun.stderr
+    latest = rerun.stdout.strip().splitlines()[-1]
+    assert latest == f"file://{out}/checkpoints/step-000030"
     pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
     info = load_into(pipe, latest)
-    assert info.step == 2 and {p["step"] for p in landed(info.run, want=2)} >= {1, 2}
+    assert info.step == 30 and 30 in {p["step"] for p in landed(info.run, want=30 - done[-1])}
 
 
 def test_cli_refuses_a_missing_dataset_with_exit_2(tmp_path):
