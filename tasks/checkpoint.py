@@ -3,7 +3,8 @@
 A checkpoint is a folder `{train_out}/checkpoints/step-{step:06d}/` holding
 
     pytorch_custom_diffusion_weights.safetensors   the cross-attention processors
-    embeddings/<concept id>.safetensors            {"<token>": tensor[hidden]} per new token
+    embeddings/<concept id>.safetensors            {"<token>": tensor[hidden]} per concept
+    embeddings/composition-<id>.safetensors        the same for a composition's global token
     state.pt                                       optimizer, step, RNG (for resuming only)
     checkpoint.json                                what was trained on what; written LAST
 
@@ -44,12 +45,20 @@ _STEP_DIR = re.compile(r"step-(\d{6,})$")
 
 
 class TrainedConcept(Record):
-    """One learnt token: a concept's, or a composition's global token (category None)."""
+    """One concept's learnt token."""
 
     id: SafeId
     token: str
-    category: str | None = None
+    category: str
     embedding: str = Field(description="path of the embedding file, relative to the checkpoint")
+
+
+class CompositionToken(Record):
+    """A composition's global token (prompting strategy (a)); listed under
+    `strategies.composition_tokens`, since a composition is not a concept."""
+
+    token: str
+    embedding: str
 
 
 class CheckpointInfo(Record):
@@ -63,8 +72,20 @@ class CheckpointInfo(Record):
     dataset: str
     dataset_version: str
     concepts: list[TrainedConcept]
-    strategies: dict[str, Any] = Field(default_factory=dict)
+    strategies: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the prompting strategies' switches, and `composition_tokens`: composition id -> "
+        "{token, embedding} when the composition-token strategy is on",
+    )
     params: dict[str, Any] = Field(default_factory=dict)
+
+    def composition_tokens(self) -> dict[str, CompositionToken]:
+        return {k: CompositionToken.model_validate(v) for k, v in self.strategies.get("composition_tokens", {}).items()}
+
+    def embeddings(self) -> dict[str, str]:
+        """token -> embedding file (relative) of every learnt token: concepts', compositions'."""
+        out = {c.token: c.embedding for c in self.concepts}
+        return out | {t.token: t.embedding for t in self.composition_tokens().values()}
 
 
 def checkpoint_uri(out: str, step: int) -> str:
@@ -111,7 +132,7 @@ def local_copy(uri: str) -> tuple[str, Any]:
         return uri[len("file://") :], None
     tmp = tempfile.TemporaryDirectory(prefix="gen4gen-ckpt-")
     info = read_info(uri)
-    names = [INFO, WEIGHTS] + [c.embedding for c in info.concepts]
+    names = [INFO, WEIGHTS] + list(info.embeddings().values())
     for name in names:
         target = os.path.join(tmp.name, name)
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -131,8 +152,8 @@ def load_into(pipe, uri: str) -> CheckpointInfo:
     pipe.unet.load_attn_procs(folder, weight_name=WEIGHTS, _pipeline=pipe)
     if all(isinstance(p, (AttnProcessor, AttnProcessor2_0)) for p in pipe.unet.attn_processors.values()):
         raise RuntimeError(f"{uri}: diffusers did not install the Custom Diffusion processors")
-    for concept in info.concepts:
-        pipe.load_textual_inversion(os.path.join(folder, concept.embedding), token=concept.token)
+    for token, embedding in info.embeddings().items():
+        pipe.load_textual_inversion(os.path.join(folder, embedding), token=token)
     del handle
     return info
 

@@ -29,7 +29,10 @@ and with none it is the caption unchanged. Regularisation images (optional, a fo
 concept) are prompted "a photo of a {category}" whatever the strategies.
 
 Schedule. Optimizer steps of `batch_size` examples each, made of `batch_size / micro_batch`
-accumulated micro-batches (a smaller micro-batch trades speed for memory, same result).
+accumulated micro-batches (a smaller micro-batch trades speed for memory; the step's
+gradient is the same in expectation, so a run may resume with another micro-batch).
+Images are decoded once and held in memory at the training resolution (uint8: 0.75 MB
+each at 512 px; the paper's compositions have tens of images).
 Examples are drawn uniformly with replacement from a seeded generator. Defaults are the
 paper's: lr 1e-5, batch 8, 2,000 steps when no composition has more than 3 concepts,
 3,000 otherwise. No image flips: captions say which object is left of which.
@@ -420,19 +423,20 @@ def optimizer_step(model, optimizer, scaler, params, micro_batches, accumulate: 
 
 
 def _info_fields(config: TrainConfig, training: TrainingSet, run: str, steps: int, categories: dict[str, str]) -> dict:
-    # A composition's token (category None) gets its own file name: ids of concepts and
-    # compositions may coincide.
-    concepts = [
-        ckpt.TrainedConcept(id=cid, token=token, category=category,
-                            embedding=f"{ckpt.EMBEDDINGS}/{cid if category else 'composition-' + cid}.safetensors")
-        for cid, token, _, category in learnt_tokens(training, config.strategies)
-    ]
+    concepts, compositions = [], {}
+    for cid, token, _, category in learnt_tokens(training, config.strategies):
+        if category is not None:
+            concepts.append(ckpt.TrainedConcept(id=cid, token=token, category=category,
+                                                embedding=f"{ckpt.EMBEDDINGS}/{cid}.safetensors"))
+        else:  # concept and composition ids may coincide: a composition's file has a prefix
+            compositions[cid] = {"token": token, "embedding": f"{ckpt.EMBEDDINGS}/composition-{cid}.safetensors"}
+    strategies = config.strategies.model_dump() | ({"composition_tokens": compositions} if compositions else {})
     params = config.model_dump(mode="json", exclude={"dataset", "out", "base_model", "base_revision", "strategies"})
     params |= {"steps": steps, "learning_rate_effective": config.lr,
                "compositions": sorted({r.composition for r in training.rows}), "images": len(training.rows)}
     return dict(base_model=config.base_model, base_revision=config.base_revision, run=run,
                 dataset=training.dataset, dataset_version=training.version, concepts=concepts,
-                strategies=config.strategies.model_dump(), params=params)
+                strategies=strategies, params=params)
 
 
 def _rng_state() -> dict:
@@ -454,14 +458,14 @@ def _save(model, optimizer, scaler, data_gen, noise_gen, out: str, step: int, me
 
     uri = ckpt.checkpoint_uri(out, step)
     write_bytes(join(uri, ckpt.WEIGHTS), safetensors.torch.save(model.attention_state(), metadata={"format": "pt"}))
+    info = ckpt.CheckpointInfo(step=step, **meta)
     embeddings = model.token_embeddings()
-    for concept in meta["concepts"]:
-        write_bytes(join(uri, concept.embedding), safetensors.torch.save({concept.token: embeddings[concept.token]}))
+    for token, file in info.embeddings().items():
+        write_bytes(join(uri, file), safetensors.torch.save({token: embeddings[token]}))
     buf = io.BytesIO()
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "data_gen": data_gen.get_state(), "noise_gen": noise_gen.get_state(), "rng": _rng_state()}, buf)
     write_bytes(join(uri, ckpt.STATE), buf.getvalue())
-    info = ckpt.CheckpointInfo(step=step, **meta)
     write_bytes(join(uri, ckpt.INFO), ckpt.info_json(info))
     return uri
 
@@ -477,8 +481,8 @@ def _restore(model, optimizer, scaler, data_gen, noise_gen, uri: str) -> int:
     info = ckpt.read_info(uri)
     model.load_attention_state(safetensors.torch.load(read_bytes(join(uri, ckpt.WEIGHTS))))
     embeddings = {}
-    for concept in info.concepts:
-        embeddings |= safetensors.torch.load(read_bytes(join(uri, concept.embedding)))
+    for file in info.embeddings().values():
+        embeddings |= safetensors.torch.load(read_bytes(join(uri, file)))
     model.load_token_embeddings(embeddings)
     try:
         state = torch.load(io.BytesIO(read_bytes(join(uri, ckpt.STATE))), weights_only=False)

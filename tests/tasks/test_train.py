@@ -142,7 +142,9 @@ def test_only_cross_attention_kv_and_the_new_embeddings_change(dataset, base, tm
     assert changed == len(original_kv), "every cross-attention k/v copy trained"
     assert result.step == 2 and len(result.checkpoints) == 1
     info = holder["info"]
-    assert {c.token for c in info.concepts} == {"<chelsea>", "<coffee>", "<rocket>", "<cat-mug>", "<cat-mug-rocket>"}
+    assert {(c.token, c.category) for c in info.concepts} == {("<chelsea>", "cat"), ("<coffee>", "mug"), ("<rocket>", "rocket")}
+    assert {k: v.token for k, v in info.composition_tokens().items()} == {"cat-mug": "<cat-mug>", "cat-mug-rocket": "<cat-mug-rocket>"}
+    assert set(info.embeddings()) == {"<chelsea>", "<coffee>", "<rocket>", "<cat-mug>", "<cat-mug-rocket>"}
 
 
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss(dataset, base):
@@ -207,10 +209,13 @@ def test_checkpoint_loads_into_a_plain_pipeline_with_diffusers_loaders(dataset, 
     for key, value in saved.items():
         if value.numel():
             assert torch.equal(plain.unet.state_dict()[key], value)
-    for concept in info["concepts"]:
-        plain.load_textual_inversion(f"{folder}/{concept['embedding']}", token=concept["token"])
-        token_id = plain.tokenizer.convert_tokens_to_ids(concept["token"])
-        stored = safetensors.torch.load_file(f"{folder}/{concept['embedding']}")[concept["token"]]
+    learnt = [(c["token"], c["embedding"]) for c in info["concepts"]]
+    learnt += [(c["token"], c["embedding"]) for c in info["strategies"]["composition_tokens"].values()]
+    assert len(learnt) == 5
+    for token, embedding in learnt:
+        plain.load_textual_inversion(f"{folder}/{embedding}", token=token)
+        token_id = plain.tokenizer.convert_tokens_to_ids(token)
+        stored = safetensors.torch.load_file(f"{folder}/{embedding}")[token]
         assert torch.equal(plain.text_encoder.get_input_embeddings().weight[token_id], stored)
     after = render(plain, "a photo of a cat")
     assert np.abs(after - before).max() > 1e-3, "the trained attention weights change the output"
@@ -279,3 +284,24 @@ def test_dataset_and_checkpoints_on_s3(dataset, base, s3_server):
     assert info.dataset == remote and info.step == 2
     token_id = pipe.tokenizer.convert_tokens_to_ids("<chelsea>")
     assert torch.isfinite(pipe.text_encoder.get_input_embeddings().weight[token_id]).all()
+
+
+def test_regularisation_images_join_each_step_with_their_class_prompt(dataset, base, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "class-cat"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((80, 80, 3), 60 * (i + 1), np.uint8)).save(folder / f"{i}.png")
+    result = T.train_model(config(dataset, base, tmp_path / "run", steps=1, regularisation={"chelsea": str(folder)}))
+    info = json.loads(open(result.latest.removeprefix("file://") + "/checkpoint.json").read())
+    assert info["params"]["regularisation"] == {"chelsea": str(folder)} and len(result.losses) == 1
+    with pytest.raises(ValueError, match="regularisation: concept 'nobody'"):
+        T.train_model(config(dataset, base, tmp_path / "other", steps=1, regularisation={"nobody": str(folder)}))
+    (folder / "0.png").unlink()
+    (folder / "1.png").unlink()
+    from infra.errors import BadInput
+
+    with pytest.raises(BadInput, match="holds no images"):
+        T.train_model(config(dataset, base, tmp_path / "third", steps=1, regularisation={"chelsea": str(folder)}))
