@@ -4,7 +4,6 @@
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
     gen4gen verify DATASET_URI
     gen4gen associate CONFIG [--max N] [--out FILE]
-
     gen4gen train --dataset URI --out URI [--steps N] [--base MODEL] [--resolution PX] ...
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
