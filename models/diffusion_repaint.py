@@ -36,6 +36,7 @@ the GPU only while it runs (diffusers' model CPU offload) for cards under 24 GB.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Literal
 
 import cv2
@@ -117,6 +118,10 @@ class DiffusionRepainter:
         self.device, self.dtype = hf.placement(options)
         self.scene_painter = OfflineRepainter(**opts.scene_options)
         self.base, self.refiner = _pipes if _pipes is not None else self._load(what)
+        # The default Prefect task runner is a thread pool: two compositions may repaint at
+        # once, and a pipeline call mutates its scheduler's state (set_timesteps). One call
+        # at a time; the GPU would serialise them anyway.
+        self._lock = threading.Lock()
         for pipe in (self.base, self.refiner):
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
@@ -240,13 +245,8 @@ class DiffusionRepainter:
 
         common = dict(prompt=prompts, negative_prompt=negatives, mask_image=mask_images, height=mh, width=mw,
                       num_inference_steps=opts.steps, guidance_scale=opts.guidance, strength=opts.strength)
-        if self.refiner is not None:
-            latents = self.base(image=images, generator=generators(), denoising_end=opts.refiner_start,
-                                output_type="latent", **common).images
-            result = self.refiner(image=latents, generator=generators(), denoising_start=opts.refiner_start,
-                                  output_type="np", **common)
-        else:
-            result = self.base(image=images, generator=generators(), output_type="np", **common)
+        with self._lock:
+            result = self._run(images, generators, common)
         flagged = getattr(result, "nsfw_content_detected", None) or [False] * len(prompts)
         out = []
         for img, bad, scene in zip(result.images, flagged, scenes):
@@ -254,6 +254,15 @@ class DiffusionRepainter:
                 raise BadInput(f"scene {scene!r}", "the safety checker blanked the repainted image", code="nsfw")
             out.append(self._resize(np.asarray(img, np.float32), w, h))
         return out
+
+    def _run(self, images, generators, common):
+        opts = self.options
+        if self.refiner is not None:
+            latents = self.base(image=images, generator=generators(), denoising_end=opts.refiner_start,
+                                output_type="latent", **common).images
+            return self.refiner(image=latents, generator=generators(), denoising_start=opts.refiner_start,
+                                output_type="np", **common)
+        return self.base(image=images, generator=generators(), output_type="np", **common)
 
     def finish(self, composite: np.ndarray, mask: np.ndarray, init: np.ndarray, generated: np.ndarray) -> np.ndarray:
         """Decoded image -> final: blended with the starting image through the smoothed
