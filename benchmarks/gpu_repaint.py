@@ -265,6 +265,7 @@ def main(argv=None) -> int:
     p.add_argument("--loop-images", type=int, default=4, help="images through the per-image loop")
     p.add_argument("--compile", dest="compile", action="store_true", default=None)
     p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is steadiest on a busy machine)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H100/H200: 989)")
     args = p.parse_args(argv)
 
@@ -275,6 +276,8 @@ def main(argv=None) -> int:
     from tests.tiny.tokenizer import clip_tokenizer
 
     diffusers_logging.set_verbosity_error()  # a dtype notice per VAE call drowns the table
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cuda = torch.cuda.is_available() and not args.tiny
     if not args.tiny and not cuda:

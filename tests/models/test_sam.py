@@ -16,6 +16,18 @@ from tasks.segment import segment_concept  # noqa: E402
 from tests.tiny.sam import tiny_sam  # noqa: E402
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared machine: one torch thread is many times faster than two
+    (with other processes busy, two threads mostly wait for each other)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def sam_options(tmp_path_factory):
     return tiny_sam(tmp_path_factory.mktemp("sam"))
