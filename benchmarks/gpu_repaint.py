@@ -265,6 +265,8 @@ def main(argv=None) -> int:
     p.add_argument("--loop-images", type=int, default=4, help="images through the per-image loop")
     p.add_argument("--compile", dest="compile", action="store_true", default=None)
     p.add_argument("--no-compile", dest="compile", action="store_false")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend; 'eager' checks the wiring without compiling kernels")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is steadiest on a busy machine)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H100/H200: 989)")
     args = p.parse_args(argv)
@@ -340,8 +342,8 @@ def main(argv=None) -> int:
         rows.append((f"batch {b}", b, secs, peak))
     if do_compile:
         eager = (base.unet, refiner.unet)
-        base.unet = torch.compile(eager[0])
-        refiner.unet = torch.compile(eager[1])
+        base.unet = torch.compile(eager[0], backend=args.compile_backend)
+        refiner.unet = torch.compile(eager[1], backend=args.compile_backend)
         for b in batches:
             r = DiffusionRepainter.from_pipelines("sdxl", base, refiner, **{**opts, "batch_size": b})
             start = time.perf_counter()
