@@ -116,3 +116,21 @@ def _register_builtin() -> None:
         from models.llava import LlavaCaptioner
 
         return LlavaCaptioner(**opts)
+
+    @register("segment", "sam")
+    def _sam(**opts):
+        from models.sam import SamSegmenter
+
+        return SamSegmenter(**opts)
+
+    @register("repaint", "sdxl")
+    def _sdxl(**opts):
+        from models.diffusion_repaint import DiffusionRepainter
+
+        return DiffusionRepainter("sdxl", **opts)
+
+    @register("repaint", "sd-inpaint")
+    def _sd_inpaint(**opts):
+        from models.diffusion_repaint import DiffusionRepainter
+
+        return DiffusionRepainter("sd-inpaint", **opts)

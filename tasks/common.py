@@ -71,3 +71,34 @@ def code_hash(obj: Any) -> str:
 @lru_cache(maxsize=None)
 def _file_hash(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def each_batch(samples: list[Sample], stage: str, size: int, fn: Callable[[list[Sample]], None]) -> list[Sample]:
+    """Like each_sample, for a model that takes several samples per call (a GPU batch).
+
+    fn(chunk) handles up to `size` live samples at once (and may fail single samples
+    itself). When a chunk raises BadInput, the input that caused it is not known, so its
+    samples are run again one at a time: only the bad one fails, with its reason. Each
+    sample's time is its share of its chunk's.
+    """
+    samples = [s.model_copy(deep=True) for s in samples]
+    live = [s for s in samples if s.alive]
+    for start in range(0, len(live), max(1, size)):
+        chunk = live[start : start + max(1, size)]
+        began = time.perf_counter()
+        try:
+            fn(chunk)
+            share = (time.perf_counter() - began) / len(chunk)
+            for sample in chunk:
+                sample.seconds[stage] = round(share, 4)
+        except BadInput:
+            for sample in chunk:
+                one = time.perf_counter()
+                try:
+                    fn([sample])
+                except BadInput as err:
+                    sample.fail(err.code, stage, str(err))
+                sample.seconds[stage] = round(time.perf_counter() - one, 4)
+    if samples:
+        progress.advance(samples[0].composition, stage, len(samples))
+    return samples

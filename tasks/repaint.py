@@ -12,7 +12,7 @@ from prefect import task
 from infra.caching import STAGE_CACHE
 from infra.storage import join, read_mask, read_rgb, write_png
 from models import registry
-from tasks.common import each_sample, stage_path
+from tasks.common import each_batch, each_sample, stage_path
 from tasks.records import Sample, StageConfig
 
 STAGE = "repaint"
@@ -44,7 +44,24 @@ def repaint_samples(samples: list[Sample], out: str, stage: StageConfig) -> list
         sample.hashes[STAGE] = write_png(join(out, path), image)
         sample.paths[STAGE] = path
 
-    return each_sample(samples, STAGE, one)
+    if not hasattr(model, "repaint_batch"):
+        return each_sample(samples, STAGE, one)
+
+    def batch(chunk: list[Sample]) -> None:
+        # A model that batches (the diffusion repainters): one pipeline call per chunk.
+        chunk = [s for s in chunk if s.alive]
+        inputs = [(read_rgb(join(out, s.paths["composite"])), read_mask(join(out, s.paths["mask"]))) for s in chunk]
+        painted = model.repaint_batch(
+            [c for c, _ in inputs], [m for _, m in inputs], [s.plan.scene for s in chunk],
+            [s.plan.seed for s in chunk], [[b.xywh for b in s.plan.boxes] for s in chunk],
+        )
+        for sample, (composite, mask), image in zip(chunk, inputs, painted):
+            image = keep_objects(image, composite, mask)
+            path = stage_path(sample.composition, STAGE, sample.id)
+            sample.hashes[STAGE] = write_png(join(out, path), image)
+            sample.paths[STAGE] = path
+
+    return each_batch(samples, STAGE, getattr(model, "batch_size", 1), batch)
 
 
 @task(name="repaint", cache_policy=STAGE_CACHE, persist_result=True)
