@@ -98,3 +98,9 @@ def _register_builtin() -> None:
         from models.captioner import TemplateCaptioner
 
         return TemplateCaptioner(**opts)
+
+    @register("personalise", "custom-diffusion")
+    def _personalised(**opts):
+        from models.personalised import PersonalisedPipeline
+
+        return PersonalisedPipeline(**opts)
