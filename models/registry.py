@@ -104,3 +104,15 @@ def _register_builtin() -> None:
         from models.personalised import PersonalisedPipeline
 
         return PersonalisedPipeline(**opts)
+
+    @register("vision", "clip")
+    def _clip(**opts):
+        from models.vision import Clip
+
+        return Clip(**opts)
+
+    @register("vision", "owlvit")
+    def _owlvit(**opts):
+        from models.vision import OwlVit
+
+        return OwlVit(**opts)

@@ -113,3 +113,13 @@ def write_uniform_photo(path: Path, value: int = 128) -> str:
     """A photo with nothing in it: the segmenter finds no foreground."""
     Image.fromarray(np.full((120, 160, 3), value, np.uint8)).save(path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_vision(tmp_path_factory) -> dict:
+    """Tiny CLIP and OWL-ViT (random weights) saved once per session: vision options
+    {"clip": {...}, "owlvit": {...}} as a config would give them."""
+    from tests.tiny.vision import tiny_clip, tiny_owlvit
+
+    root = tmp_path_factory.mktemp("tiny-vision")
+    return {"clip": tiny_clip(root / "clip"), "owlvit": {"model": str(tiny_owlvit(root / "owlvit")), "device": "cpu"}}
