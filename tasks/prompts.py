@@ -147,7 +147,9 @@ def load_prompt_set(uri: str) -> PromptSet:
     try:
         return PromptSet.model_validate(raw)
     except ValidationError as err:
-        raise PromptSetError(f"{uri}: invalid prompt set:\n{format_errors(err)}") from err
+        # Cross-field checks name their place themselves ('prompts[0] (cat-mug): ...').
+        text = format_errors(err).replace("  (top level) = dict: ", "  ")
+        raise PromptSetError(f"{uri}: invalid prompt set:\n{text}") from err
 
 
 def _under(base: str, rel: str) -> str:
