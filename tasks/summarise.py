@@ -7,7 +7,8 @@ concepts (DESIGN §6: "<=3", "4", "5"; a group with no images is left out). It a
 the comparison with the earlier checkpoints of the same run (sibling folders that already
 have a results.json), as read when this evaluation ran.
 
-Pure functions first (no Prefect); the artifact calls are at the bottom.
+Pure functions first (no Prefect), then the artifacts, then the scoring task that hands
+the images to tasks/score.py (vision's) and keeps its per-image record as `detail`.
 """
 
 from __future__ import annotations
@@ -233,7 +234,8 @@ def thumbnails_markdown(results: Results) -> str:
                 cell = f"![{im.path}]({_thumb_link(results, im)})"
             except BadInput as err:
                 cell = f"unreadable: {err.reason}"
-            detected = im.detail.get("detected")
+            found = im.detail.get("concepts", {})
+            detected = f"{sum(bool(c.get('detected')) for c in found.values())}/{len(found)}" if found else None
             prompt = im.prompt.replace("<", "&lt;").replace(">", "&gt;").replace("|", "/")
             lines.append(f"| {comp} | {prompt} | {cell} | {im.cp_clip:.3f} | {im.ti_clip:.3f} | "
                          f"{detected if detected is not None else '-'} |")
@@ -263,21 +265,19 @@ def now() -> datetime:
 
 
 def score_composition(checkpoint: str, prompts: PromptSet, images: list[EvalImage]) -> list[ScoredImage]:
-    """Score one composition's images with tasks/score.py (OWL-ViT crops against the
-    concepts' source photos for CP-CLIP; the prompt without its tokens for TI-CLIP)."""
-    from infra.storage import read_photo, read_rgb
+    """Score one composition's images with tasks/score.py: OWL-ViT crops against the
+    concepts' source photos (from the prompt set) for CP-CLIP, the prompt without its
+    tokens for TI-CLIP. Images and photos go by URI; score.py reads and caches them."""
     from tasks.score import score_images
 
     if not images:
         return []
-    pixels = [read_rgb(join(checkpoint, im.path)) for im in images]
     used = sorted({c for im in images for c in im.concepts})
-    concepts = {c: prompts.concept(c) for c in used}
     records = score_images(
-        pixels,
-        [[concepts[c] for c in im.concepts] for im in images],
+        [join(checkpoint, im.path) for im in images],
+        [[prompts.concept(c) for c in im.concepts] for im in images],
         [im.prompt for im in images],
-        {c: [read_photo(p) for p in concepts[c].photos] for c in used},
+        {c: prompts.concept(c).photos for c in used},
         prompts.vision,
     )
     return [
