@@ -3,6 +3,7 @@
     gen4gen generate CONFIG [--out URI] [--workers N] [--samples N] [--no-cache] [--verbose]
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
     gen4gen verify DATASET_URI
+    gen4gen evaluate --checkpoint URI [--prompts FILE] [--samples N] [--device D]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -47,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     ver = sub.add_parser("verify", help="check a published dataset against its manifest")
     ver.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
+    ev = sub.add_parser("evaluate", help="score a training checkpoint on held-out prompts (CP-CLIP, TI-CLIP)")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint folder URI (.../checkpoints/step-NNNNNN)")
+    ev.add_argument("--prompts", default="configs/eval/demo.yaml", help="prompt set (YAML; default: the demo's)")
+    ev.add_argument("--samples", type=int, help="images per prompt (a quick preview)")
+    ev.add_argument("--device", default="auto", help="where the personalised model runs (auto, cpu, cuda)")
+    ev.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     args = parser.parse_args(argv)
     if args.command == "verify":
         return _verify(args)
@@ -55,7 +62,39 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return 2
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Exit 0 with the results table printed, 2 for an unusable checkpoint or prompt set,
+    1 when the run failed."""
+    from flows.evaluate import EvaluationError, check_inputs
+
+    try:
+        check_inputs(args.checkpoint, args.prompts)
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from flows.evaluate import evaluate
+    from tasks.summarise import Results, comparison_rows, result_rows, text_table
+    from infra.storage import read_bytes
+
+    try:
+        uri = evaluate(args.checkpoint, args.prompts, samples=args.samples, device=args.device)
+    except Exception as err:  # the run failed: say why, exit non-zero
+        print(f"run failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    results = Results.model_validate_json(read_bytes(uri))
+    print(f"{results.run} step {results.step} on {results.prompt_set['name']}: "
+          f"{results.overall.images} images (mean and 95% bootstrap interval)")
+    print(text_table(result_rows(results)))
+    if results.earlier:
+        print(f"\n{results.run}: checkpoints by step")
+        print(text_table(comparison_rows(results)))
+    print(uri)
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -102,7 +102,8 @@ class PersonalisedPipeline:
     def generate(self, prompt: str, seeds: list[int], steps: int, guidance: float, size: int,
                  negative_prompt: str | None = None) -> list:
         """One image (PIL, RGB) per seed, in one batch; each image's noise comes from its own
-        CPU generator, so an image depends on its seed, not on its batch."""
+        CPU generator, so an image depends on its seed, not on its batch (up to the
+        rounding of batched kernels)."""
         gens = [self._torch.Generator("cpu").manual_seed(s) for s in seeds]
         with self._lock, self._torch.inference_mode():
             out = self.pipe(

@@ -3,7 +3,7 @@
 Images go beside the checkpoint, `{checkpoint}/eval/{prompt set}/{composition}/`, named by
 prompt, sample and seed. Image k of prompt i (its index in the set) uses the seed
 `set.seed + 1000 * i + k` with its own generator, so an image does not depend on the batch
-size, the device's batch split or which other prompts were run.
+size or which other prompts were run (up to the rounding of batched kernels).
 """
 
 from __future__ import annotations

@@ -82,3 +82,28 @@ def tiny_checkpoint(
     }
     (folder / "checkpoint.json").write_text(json.dumps(info, indent=2))  # last: the checkpoint is complete
     return folder
+
+
+DEMO_CONCEPTS = [
+    {"id": "chelsea", "token": "<chelsea>", "category": "cat"},
+    {"id": "coffee", "token": "<coffee>", "category": "mug"},
+    {"id": "astronaut", "token": "<astronaut>", "category": "person"},
+    {"id": "rocket", "token": "<rocket>", "category": "rocket"},
+    {"id": "motorcycle", "token": "<motorcycle>", "category": "motorcycle"},
+    {"id": "grace", "token": "<grace>", "category": "person"},
+]
+
+
+def tiny_run(root: str | Path, steps: tuple[int, ...] = (100, 200), run: str = "tiny-run") -> dict:
+    """A tiny base model and a training run's checkpoints of the demo's concepts:
+    {"base": folder, "checkpoints": {step: folder}} under `root`/{base,train/checkpoints}."""
+    from tests.tiny.sd import tiny_sd
+
+    root = Path(root)
+    base = tiny_sd(root / "base")
+    folders = {
+        step: tiny_checkpoint(root / "train" / "checkpoints" / f"step-{step:06d}", base, DEMO_CONCEPTS,
+                              step=step, run=run, seed=step)
+        for step in steps
+    }
+    return {"base": base, "checkpoints": folders}
