@@ -153,6 +153,7 @@ def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, 
         cwd=REPO, env={**_api_env(), "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    t0 = time.monotonic()
     try:
         with get_client(sync_client=True) as client:
             deadline = time.monotonic() + 90
@@ -163,6 +164,7 @@ def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, 
                 assert serve.poll() is None, serve.stdout.read()
                 time.sleep(0.5)
             assert automations, "the served deployment's trigger never appeared"
+            print(f"served after {time.monotonic() - t0:.1f} s")
             time.sleep(1)  # let the trigger service load the new automation
             emit_event(event=CHECKPOINT_EVENT, resource={"prefect.resource.id": "gen4gen.checkpoint.tiny-run.300"},
                        payload={"checkpoint": str(ck), "step": 300, "run": "tiny-run", "dataset": "data/demo",
@@ -174,6 +176,7 @@ def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, 
                 if runs and runs[0].state and runs[0].state.is_final():
                     break
                 time.sleep(1)
+        print(f"run final after {time.monotonic() - t0:.1f} s")
         assert runs, "no flow run was started by the event"
         run = runs[0]
         assert run.state.is_completed(), run.state
