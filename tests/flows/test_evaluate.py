@@ -190,3 +190,35 @@ def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, 
             serve.wait(timeout=20)
         except subprocess.TimeoutExpired:
             serve.kill()
+
+
+TRIGGER_YAML = """
+type: event
+name: evaluate-landed-checkpoint
+description: Evaluate every checkpoint the train flow lands
+enabled: true
+match:
+  prefect.resource.id: gen4gen.checkpoint.*
+expect:
+  - checkpoint.landed
+parameters:
+  checkpoint: "{{ event.payload.checkpoint }}"
+  step: "{{ event.payload.step }}"
+"""
+
+
+def test_trigger_yaml_form_is_the_code_trigger():
+    """The YAML given to prefect.yaml (README/report) is the trigger in flows/evaluate.py;
+    when the project's prefect.yaml has the deployment, its trigger is the same too."""
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.evaluate import CHECKPOINT_TRIGGER, DEPLOYMENT
+
+    assert DeploymentEventTrigger.model_validate(yaml.safe_load(TRIGGER_YAML)) == CHECKPOINT_TRIGGER
+    project = REPO / "prefect.yaml"
+    deployments = (yaml.safe_load(project.read_text()) or {}).get("deployments", []) if project.exists() else []
+    mirrored = [d for d in deployments if d.get("name") == DEPLOYMENT]
+    if not mirrored:
+        pytest.skip("prefect.yaml has no evaluate-on-checkpoint deployment yet")
+    assert mirrored[0]["entrypoint"] == "flows/evaluate.py:evaluate"
+    assert [DeploymentEventTrigger.model_validate(t) for t in mirrored[0]["triggers"]] == [CHECKPOINT_TRIGGER]
