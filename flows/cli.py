@@ -3,6 +3,7 @@
     gen4gen generate CONFIG [--out URI] [--workers N] [--samples N] [--no-cache] [--verbose]
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
     gen4gen verify DATASET_URI
+    gen4gen train --dataset URI --out URI [--steps N] [--base MODEL] [--resolution PX] ...
     gen4gen evaluate --checkpoint URI [--prompts FILE] [--samples N] [--device D]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
@@ -48,6 +49,25 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     ver = sub.add_parser("verify", help="check a published dataset against its manifest")
     ver.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
+    trn = sub.add_parser("train", help="fine-tune Custom Diffusion on a published dataset (resumes a stopped run)")
+    trn.add_argument("--dataset", required=True, help="published dataset URI (a folder, file:// or s3://)")
+    trn.add_argument("--out", required=True, help="run URI; checkpoints go to OUT/checkpoints/step-NNNNNN/")
+    trn.add_argument("--steps", type=int, help="optimizer steps (default: 2000 for <=3 concepts, else 3000)")
+    trn.add_argument("--base", help="base SD 1.5-style pipeline: local folder or hub id")
+    trn.add_argument("--revision", help="hub revision of --base")
+    trn.add_argument("--composition", action="append", help="train on this composition only (repeatable)")
+    trn.add_argument("--resolution", type=int, help="training image side in pixels (default 512)")
+    trn.add_argument("--batch-size", type=int, help="examples per optimizer step (default 8)")
+    trn.add_argument("--micro-batch", type=int, help="examples per forward pass; gradients accumulate to --batch-size")
+    trn.add_argument("--lr", type=float, help="learning rate (default 1e-5)")
+    trn.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
+    trn.add_argument("--no-strategy", action="append", default=[], metavar="NAME",
+                     choices=["composition_token", "repeat_tokens", "explicit_scene"],
+                     help="turn a prompting strategy off (repeatable)")
+    trn.add_argument("--regularisation", action="append", default=[], metavar="CONCEPT=URI",
+                     help="a folder of class images for a concept (prior preservation; repeatable)")
+    trn.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
+    trn.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     ev = sub.add_parser("evaluate", help="score a training checkpoint on held-out prompts (CP-CLIP, TI-CLIP)")
     ev.add_argument("--checkpoint", required=True, help="checkpoint folder URI (.../checkpoints/step-NNNNNN)")
     ev.add_argument("--prompts", default="configs/eval/demo.yaml", help="prompt set (YAML; default: the demo's)")
@@ -62,9 +82,68 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args)
     if args.command == "report":
         return _report(args)
+    if args.command == "train":
+        return _train(args)
     if args.command == "evaluate":
         return _evaluate(args)
     return 2
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Exit 0 with the last checkpoint's URI printed, 1 when training failed, 2 for bad input."""
+    from rich.console import Console
+
+    from infra.errors import BadInput
+
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+    try:
+        from tasks.train import TrainConfig, steps_needed
+
+        options = {
+            "base_model": args.base, "base_revision": args.revision, "steps": args.steps,
+            "compositions": args.composition, "resolution": args.resolution, "batch_size": args.batch_size,
+            "micro_batch": args.micro_batch, "learning_rate": args.lr, "checkpoint_every": args.checkpoint_every,
+            "device": args.device,
+        }
+        raw = {"dataset": args.dataset, "out": args.out} | {k: v for k, v in options.items() if v is not None}
+        raw["strategies"] = {name: False for name in args.no_strategy}
+        reg = {}
+        for item in args.regularisation:
+            concept, sep, uri = item.partition("=")
+            if not sep or not uri:
+                raise ValueError(f"--regularisation {item!r}: expected CONCEPT=URI")
+            reg[concept] = uri
+        raw["regularisation"] = reg
+        config = TrainConfig.model_validate(raw)
+        total = steps_needed(config)
+    except (BadInput, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        return 2
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from flows.train import train
+    from infra import progress
+
+    start = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=console, transient=False,
+    ) as bar:
+        job = bar.add_task("train: steps", total=total)
+        stop = progress.listen(lambda comp, stage, n: bar.advance(job, n) if comp == "train" else None)
+        try:
+            result = train(config)
+        except Exception as err:
+            console.print(f"[red]training failed:[/red] {type(err).__name__}: {err}", highlight=False, soft_wrap=True)
+            return 1
+        finally:
+            stop()
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+    console.print(f"run {result.run}: step {result.step}{resumed}, {len(result.checkpoints)} checkpoint(s) written, "
+                  f"wall time {time.perf_counter() - start:.1f} s", highlight=False)
+    print(result.latest)
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.events import DeploymentEventTrigger
 
-from tasks.checkpoint import CheckpointError, local_folder, normalise, read_checkpoint, siblings
+from tasks.checkpoint import CheckpointError, normalise, read_checkpoint, siblings
 from tasks.prompts import PromptSetError, check_against, load_prompt_set, prompt_set_sha256
 from tasks.sample import sample_task
 from tasks.summarise import (
@@ -79,8 +79,7 @@ def evaluate(
     model = {
         "base_model": info.base_model,
         "base_revision": info.base_revision,
-        "checkpoint": str(local_folder(uri)),
-        "tokens": {c.token: c.embedding for c in info.concepts},
+        "checkpoint": uri,
         "device": device,
     }
     compositions = list(dict.fromkeys(p.composition for p in pset.prompts))

@@ -1,68 +1,153 @@
-"""Reading a training checkpoint (CONTRACTS.md) for evaluation: its record, its files, its siblings.
+"""The checkpoint contract (CONTRACTS.md): written by training, read by evaluation.
 
-A checkpoint is a folder URI `{train_out}/checkpoints/step-{step:06d}/` holding
-checkpoint.json, the Custom Diffusion weights and one token embedding per concept. Train
-writes checkpoint.json last, so a folder without it is not a checkpoint (yet). Its
-siblings under `checkpoints/` are the earlier checkpoints of the same run.
+A checkpoint is a folder `{train_out}/checkpoints/step-{step:06d}/` holding
+
+    pytorch_custom_diffusion_weights.safetensors   the cross-attention processors
+    embeddings/<concept id>.safetensors            {"<token>": tensor[hidden]} per new token
+    state.pt                                       optimizer, step, RNG (for resuming only)
+    checkpoint.json                                what was trained on what; written LAST
+
+`checkpoint.json` is the commit mark: a folder without it is an unfinished write (a killed
+run) and no reader uses it.
+
+The attention file stores every attention processor of the UNet: the cross-attention ones
+with their key/value weights, the others as an empty tensor under the processor's name.
+diffusers' loader builds a processor per key and refuses a set smaller than the UNet's, and
+safetensors cannot hold the empty dicts `save_attn_procs` writes, so an empty tensor stands
+for "default processor" (the loader treats a zero-length value exactly like an empty dict).
+
+diffusers 0.42 `UNet2DConditionModel.load_attn_procs(folder, weight_name=...)` reads the
+file but installs the processors only when called with `_pipeline=` (diffusers issue
+#9320): `load_into(pipe, uri)` passes it and checks the processors really changed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import re
 import tempfile
-from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from infra.config import format_errors
-from infra.errors import BadInput
-from infra.storage import exists, join, list_files, local_path, read_bytes, resolve
-from tasks.records import SafeId
+from infra.storage import exists, join, list_files, read_bytes, resolve
+from tasks.records import Record, SafeId
 
 FORMAT = "gen4gen-custom-diffusion/1"
-INFO = "checkpoint.json"
 WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
-RESULTS = "results.json"
+EMBEDDINGS = "embeddings"
+STATE = "state.pt"
+INFO = "checkpoint.json"
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"step-(\d{6,})$")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be evaluated; the message names the URI and the reason."""
+class TrainedConcept(Record):
+    """One learnt token: a concept's, or a composition's global token (category None)."""
 
-
-class _Read(BaseModel):
-    # checkpoint.json is written by another flow: fields added later must not stop an
-    # older evaluator, so unknown fields are ignored rather than refused.
-    model_config = ConfigDict(extra="ignore")
-
-
-class CheckpointConcept(_Read):
     id: SafeId
     token: str
-    category: str
-    embedding: str = Field(description="path of the token embedding, relative to the checkpoint")
+    category: str | None = None
+    embedding: str = Field(description="path of the embedding file, relative to the checkpoint")
 
 
-class CheckpointInfo(_Read):
-    """checkpoint.json (CONTRACTS.md)."""
+class CheckpointInfo(Record):
+    """checkpoint.json: what was trained, on what, how far."""
 
-    format: str
+    format: str = FORMAT
     base_model: str
     base_revision: str | None = None
     step: int = Field(ge=0)
     run: str
     dataset: str
-    dataset_version: str | None = None
-    concepts: list[CheckpointConcept] = Field(min_length=1)
-    strategies: dict = Field(default_factory=dict)
-    params: dict = Field(default_factory=dict)
+    dataset_version: str
+    concepts: list[TrainedConcept]
+    strategies: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
 
-    def concept(self, concept_id: str) -> CheckpointConcept:
-        for c in self.concepts:
-            if c.id == concept_id:
-                return c
-        raise KeyError(concept_id)
+
+def checkpoint_uri(out: str, step: int) -> str:
+    return join(resolve(out), CHECKPOINTS, f"step-{step:06d}")
+
+
+def read_info(uri: str) -> CheckpointInfo:
+    info = CheckpointInfo.model_validate_json(read_bytes(join(uri, INFO)))
+    if info.format != FORMAT:
+        raise ValueError(f"{uri}: checkpoint format {info.format!r}, expected {FORMAT!r}")
+    return info
+
+
+def finished(out: str) -> list[tuple[int, str]]:
+    """(step, folder URI) of every complete checkpoint under `{out}/checkpoints`, by step."""
+    root = join(resolve(out), CHECKPOINTS)
+    if not exists(root):
+        return []
+    found = {}
+    for uri in list_files(root):
+        parts = uri.rstrip("/").split("/")
+        if parts[-1] != INFO or len(parts) < 2:
+            continue
+        m = _STEP_DIR.fullmatch(parts[-2])
+        if m:
+            found[int(m.group(1))] = "/".join(parts[:-1])
+    return sorted(found.items())
+
+
+def latest(out: str) -> str | None:
+    """The newest complete checkpoint's folder URI, or None."""
+    done = finished(out)
+    return done[-1][1] if done else None
+
+
+def local_copy(uri: str) -> tuple[str, Any]:
+    """A local folder holding the checkpoint (itself when on disk, else a temporary copy).
+
+    diffusers' loaders read local paths or hub ids only. Returns (path, handle): keep the
+    handle alive while the path is used (it deletes the copy when collected).
+    """
+    uri = resolve(uri)
+    if uri.startswith("file://"):
+        return uri[len("file://") :], None
+    tmp = tempfile.TemporaryDirectory(prefix="gen4gen-ckpt-")
+    info = read_info(uri)
+    names = [INFO, WEIGHTS] + [c.embedding for c in info.concepts]
+    for name in names:
+        target = os.path.join(tmp.name, name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(read_bytes(join(uri, name)))
+    return tmp.name, tmp
+
+
+def load_into(pipe, uri: str) -> CheckpointInfo:
+    """Load a checkpoint into a plain diffusers StableDiffusionPipeline with diffusers'
+    own loaders: `unet.load_attn_procs` for the attention weights and
+    `load_textual_inversion` for every token. Returns the checkpoint's info."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    folder, handle = local_copy(uri)
+    info = read_info(uri)
+    pipe.unet.load_attn_procs(folder, weight_name=WEIGHTS, _pipeline=pipe)
+    if all(isinstance(p, (AttnProcessor, AttnProcessor2_0)) for p in pipe.unet.attn_processors.values()):
+        raise RuntimeError(f"{uri}: diffusers did not install the Custom Diffusion processors")
+    for concept in info.concepts:
+        pipe.load_textual_inversion(os.path.join(folder, concept.embedding), token=concept.token)
+    del handle
+    return info
+
+
+def info_json(info: CheckpointInfo) -> bytes:
+    return json.dumps(info.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+
+
+# --------------------------------------------------------------------------- reading for evaluation
+
+RESULTS = "results.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be evaluated; the message names the URI and the reason."""
 
 
 def normalise(uri: str) -> str:
@@ -71,7 +156,13 @@ def normalise(uri: str) -> str:
 
 
 def read_checkpoint(uri: str) -> CheckpointInfo:
-    """The checkpoint's record, after checking that every file it names is there."""
+    """The checkpoint's record, after checking that every file it names is there; every
+    problem is a CheckpointError naming the checkpoint and what is wrong."""
+    from pydantic import ValidationError
+
+    from infra.config import format_errors
+    from infra.errors import BadInput
+
     uri = normalise(uri)
     info_uri = join(uri, INFO)
     if not exists(uri):
@@ -94,36 +185,14 @@ def read_checkpoint(uri: str) -> CheckpointInfo:
     return info
 
 
-def local_folder(uri: str) -> Path:
-    """A local folder holding the checkpoint's weights and embeddings (diffusers' loaders
-    read local files): the folder itself on a local disk, else a copy in a temporary
-    cache keyed by the URI and the bytes of checkpoint.json."""
-    uri = normalise(uri)
-    path = local_path(uri)
-    if path is not None:
-        return Path(path)
-    info = read_bytes(join(uri, INFO))
-    key = hashlib.sha256(uri.encode() + info).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "gen4gen-checkpoints" / key
-    record = CheckpointInfo.model_validate(json.loads(info))
-    for rel in [WEIGHTS, *(c.embedding for c in record.concepts), INFO]:
-        target = folder / rel
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(read_bytes(join(uri, rel)))
-            os.replace(tmp, target)
-    return folder
-
-
 def siblings(uri: str) -> list[str]:
-    """URIs of the other checkpoints of the same run (folders beside this one holding a
-    checkpoint.json), in name order (step-000100 before step-000200)."""
+    """URIs of the other complete checkpoints of the same run (folders beside this one
+    holding a checkpoint.json), in name order (step-000100 before step-000200)."""
     uri = normalise(uri)
     parent = uri.rsplit("/", 1)[0]
     found = set()
     for f in list_files(parent):
-        rest = f[len(parent) + 1:] if f.startswith(parent + "/") else None
+        rest = f[len(parent) + 1 :] if f.startswith(parent + "/") else None
         if rest and rest.count("/") == 1 and rest.endswith("/" + INFO):
             found.add(join(parent, rest.split("/", 1)[0]))
     return sorted(found - {uri})

@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 
 from models.personalised import PersonalisedPipeline
-from tasks.checkpoint import read_checkpoint
 
 PROMPT = "a <chelsea> cat and a <coffee> mug"
 
 
 def _pipe(tiny_run, step=100):
-    folder = tiny_run["checkpoints"][step]
-    info = read_checkpoint(str(folder))
-    return PersonalisedPipeline(str(tiny_run["base"]), str(folder), {c.token: c.embedding for c in info.concepts},
-                                device="cpu")
+    return PersonalisedPipeline(str(tiny_run["base"]), str(tiny_run["checkpoints"][step]), device="cpu")
 
 
 def _diff(a, b) -> int:
@@ -34,8 +30,9 @@ def test_checkpoint_weights_and_tokens_are_loaded(tiny_run):
     saved = load_file(str(tiny_run["checkpoints"][100] / "pytorch_custom_diffusion_weights.safetensors"))
     procs = pipe.pipe.unet.attn_processors
     custom = {k for k, v in procs.items() if isinstance(v, CustomDiffusionAttnProcessor)}
-    assert custom == {k.rsplit(".", 2)[0] for k in saved} and all(k.endswith("attn2.processor") for k in custom)
-    for key, value in saved.items():
+    assert custom == {k.rsplit(".", 2)[0] for k, v in saved.items() if v.numel()}
+    assert custom and all(k.endswith("attn2.processor") for k in custom)
+    for key, value in ((k, v) for k, v in saved.items() if v.numel()):
         layer, name = key.rsplit(".", 2)[0], key.rsplit(".", 2)[1]
         assert torch.equal(getattr(procs[layer], name).weight, value)
     emb = load_file(str(tiny_run["checkpoints"][100] / "embeddings" / "chelsea.safetensors"))["<chelsea>"]
@@ -58,19 +55,15 @@ def test_images_are_seeded_per_image_and_personalised(tiny_run):
 
 
 def test_checkpoint_for_another_base_model_is_refused(tiny_run, tmp_path):
-    from diffusers import StableDiffusionPipeline
+    import shutil
+
     from safetensors.torch import load_file, save_file
 
-    folder = tiny_run["checkpoints"][100]
-    state = load_file(str(folder / "pytorch_custom_diffusion_weights.safetensors"))
-    key = next(iter(state))
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    save_file({key.replace("down_blocks.1", "down_blocks.7"): state[key]}, str(bad / "pytorch_custom_diffusion_weights.safetensors"))
-    with pytest.raises(ValueError, match="attention layers the base model lacks"):
-        PersonalisedPipeline(str(tiny_run["base"]), str(bad), {}, device="cpu")
+    bad = tmp_path / "checkpoints" / "step-000100"
+    shutil.copytree(tiny_run["checkpoints"][100], bad)
+    weights = bad / "pytorch_custom_diffusion_weights.safetensors"
+    state = load_file(str(weights))
     k = next(k for k in state if "to_k" in k)
-    save_file({k: state[k][:, :8].contiguous()}, str(bad / "pytorch_custom_diffusion_weights.safetensors"))
-    with pytest.raises(ValueError, match="pytorch_custom_diffusion_weights.safetensors: layer"):
-        PersonalisedPipeline(str(tiny_run["base"]), str(bad), {}, device="cpu")
-    assert StableDiffusionPipeline  # the base model itself is untouched by a refused checkpoint
+    save_file({**state, k: state[k][:, :8].contiguous()}, str(weights))  # a narrower text encoder's
+    with pytest.raises(ValueError, match=f"checkpoint {bad} does not fit base model {tiny_run['base']}"):
+        PersonalisedPipeline(str(tiny_run["base"]), str(bad), device="cpu")

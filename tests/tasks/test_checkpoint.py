@@ -17,7 +17,7 @@ def _checkpoint(folder: Path, step: int = 100, **changes) -> Path:
     info = {"format": "gen4gen-custom-diffusion/1", "base_model": "runwayml/stable-diffusion-v1-5", "base_revision": None,
             "step": step, "run": "r1", "dataset": "data/demo", "dataset_version": "ab" * 32,
             "concepts": [{"id": "cat", "token": "<cat1>", "category": "cat", "embedding": "embeddings/cat.safetensors"}],
-            "strategies": {}, "params": {}, "added_later": True}
+            "strategies": {}, "params": {}}
     info.update(changes)
     (folder / "checkpoint.json").write_text(json.dumps(info))
     return folder
@@ -26,7 +26,7 @@ def _checkpoint(folder: Path, step: int = 100, **changes) -> Path:
 def test_reads_the_record(tmp_path):
     ck = _checkpoint(tmp_path / "checkpoints" / "step-000100")
     info = read_checkpoint(str(ck) + "/")
-    assert (info.step, info.run, info.concept("cat").token) == (100, "r1", "<cat1>")
+    assert (info.step, info.run, info.concepts[0].token) == (100, "r1", "<cat1>")
 
 
 def test_each_missing_piece_is_named(tmp_path):

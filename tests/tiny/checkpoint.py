@@ -1,10 +1,11 @@
 """A tiny Custom Diffusion checkpoint in the CONTRACTS.md format, made with diffusers' own classes.
 
-What the train flow writes, at test size: the UNet's cross-attention layers get
-`CustomDiffusionAttnProcessor`s (train_kv, as diffusers' train_custom_diffusion.py sets
-them) whose k/v weights start from the base layer's and are perturbed, saved with the
-UNet's own `save_attn_procs` as safetensors; each concept's token embedding is a
-textual-inversion safetensors file {"<token>": tensor[hidden]}; checkpoint.json last.
+What the train flow writes, at test size, without training: the UNet's cross-attention
+layers get diffusers' `CustomDiffusionAttnProcessor`s (train_kv) whose k/v weights start
+from the base layer's and are perturbed; the weights file names every processor (an empty
+tensor for the weightless ones, as tasks/checkpoint.py specifies, so diffusers'
+`load_attn_procs` accepts it); each concept's token embedding is a textual-inversion
+safetensors file {"<token>": tensor[hidden]}; checkpoint.json last.
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ def tiny_checkpoint(
     folder = Path(folder)
     (folder / "embeddings").mkdir(parents=True, exist_ok=True)
     pipe = StableDiffusionPipeline.from_pretrained(str(base_model), safety_checker=None, requires_safety_checker=False)
-    pipe.unet.set_attn_processor(custom_diffusion_processors(pipe.unet, seed=seed))
-    pipe.unet.save_attn_procs(str(folder), weight_name=WEIGHTS)
+    procs = custom_diffusion_processors(pipe.unet, seed=seed)
+    # As train writes it (tasks/checkpoint.py): every processor by name, k/v weights for
+    # the cross-attention ones, an empty tensor standing for a default processor.
+    state = {}
+    for name, proc in procs.items():
+        weights = proc.state_dict()
+        state.update({f"{name}.{k}": v.contiguous() for k, v in weights.items()} if weights else {name: torch.empty(0)})
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
     hidden = pipe.text_encoder.get_input_embeddings().weight.shape[1]
     g = torch.Generator().manual_seed(seed + 1)
     listed = []
