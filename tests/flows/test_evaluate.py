@@ -164,7 +164,6 @@ def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, 
                 assert serve.poll() is None, serve.stdout.read()
                 time.sleep(0.5)
             assert automations, "the served deployment's trigger never appeared"
-            print(f"served after {time.monotonic() - t0:.1f} s")
             time.sleep(1)  # let the trigger service load the new automation
             emit_event(event=CHECKPOINT_EVENT, resource={"prefect.resource.id": "gen4gen.checkpoint.tiny-run.300"},
                        payload={"checkpoint": str(ck), "step": 300, "run": "tiny-run", "dataset": "data/demo",
@@ -176,8 +175,7 @@ def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, 
                 if runs and runs[0].state and runs[0].state.is_final():
                     break
                 time.sleep(1)
-        print(f"run final after {time.monotonic() - t0:.1f} s")
-        assert runs, "no flow run was started by the event"
+        assert runs, f"no flow run was started by the event within {time.monotonic() - t0:.0f} s"
         run = runs[0]
         assert run.state.is_completed(), run.state
         assert int(run.parameters["step"]) == 300 and run.parameters["prompts"] == prompt_file
