@@ -83,7 +83,7 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
         s = composite.submit(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
         s = repaint.submit(s, out, cfg.stages.repaint)
         s = caption.submit(s, stage_cfg)
-        judged[comp.id] = judge.submit(s, out, cfg.stages.filter)
+        judged[comp.id] = judge.submit(s, out, cfg.stages.filter, cfg.concepts)
     if cfg.review.mode == "interactive":
         ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in f.result()])
     if ratings is not None:

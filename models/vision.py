@@ -34,7 +34,8 @@ def _rgb(image: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name}: expected an HxWx3 uint8 RGB array, got {a.dtype} {a.shape}")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise ValueError(f"{name}: empty image {a.shape}")
-    return a
+    # torch warns on read-only arrays (decoded images often are); a copy is cheap here.
+    return a if a.flags.writeable else a.copy()
 
 
 def _file_sha256(path: str) -> str:

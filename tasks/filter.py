@@ -4,9 +4,19 @@ Rules (limits in FilterConfig): each object must stay mostly unoccluded and cove
 fair share of its box; the image must not be degenerate (too little contrast, one flat
 colour over a large share, black holes in the background); the caption must name every
 concept's token. Dropped samples keep their files and their reasons.
+
+Backend "clip" adds model checks after the rules (tasks/score.py): OWL-ViT looks for each
+concept by its category word and CLIP compares the concept's best box with all of the
+concept's source photos. A concept whose best box scores at most `detect_threshold` is
+`not_detected`; one whose crop's mean cosine with its own photos is under
+`min_similarity` is `low_similarity`. The scores are kept in sample.measures
+(`detect.<id>`, `similarity.<id>`, `best_similarity.<id>`, `cp_clip`, `ti_clip`) so that a
+threshold can be chosen from a run's numbers afterwards.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 from prefect import task
@@ -15,7 +25,9 @@ from infra.caching import STAGE_CACHE
 from infra.storage import join, read_mask, read_rgb
 from tasks.caption import missing_tokens
 from tasks.common import each_sample
-from tasks.records import FilterConfig, Reason, Sample
+from infra.errors import BadInput
+from infra.storage import read_input
+from tasks.records import Concept, FilterConfig, Reason, Sample
 
 STAGE = "filter"
 HOLE_LEVEL = 8  # all channels below this: a black hole the repaint left
@@ -54,7 +66,81 @@ def object_reasons(measures: dict[str, float], concepts: list[str], limits: Filt
     return reasons
 
 
-def filter_samples(samples: list[Sample], out: str, limits: FilterConfig) -> list[Sample]:
+def vision_reasons(samples: list[Sample], out: str, limits: FilterConfig, concepts: list[Concept]) -> None:
+    """Score the samples that reached the filter and add the model checks' reasons and
+    measures (in place; the rules' reasons stay). All samples go through the models as
+    one batch."""
+    from tasks.score import score_images
+
+    todo = [s for s in samples if s.status != "failed"]
+    if not todo:
+        return
+    by_id = {c.id: c for c in concepts}
+    missing = sorted({c for s in todo for c in s.concepts} - set(by_id))
+    if missing:
+        raise ValueError(f"filter: no concept records for {missing} (backend 'clip' needs their categories and photos)")
+    sources = {}
+    for cid in sorted({c for s in todo for c in s.concepts}):
+        usable = []
+        for photo in by_id[cid].photos:
+            try:
+                read_input(photo)  # unreadable photos already failed their segmentation
+                usable.append(photo)
+            except BadInput:
+                continue
+        sources[cid] = usable
+    scorable = [s for s in todo if all(sources[c] for c in s.concepts)]
+    for s in todo:
+        if not all(sources[c] for c in s.concepts):
+            s.fail("no_source_photos", STAGE, f"no readable source photo for {[c for c in s.concepts if not sources[c]]}")
+    if not scorable:
+        return
+    options = {"feature_cache": join(out, ".cache/clip-features"), **limits.vision}
+    # Threshold 0: every concept gets its best box, so a miss is reported with its score.
+    scores = score_images(
+        [join(out, s.paths["repaint"]) for s in scorable],
+        [[by_id[c] for c in s.concepts] for s in scorable],
+        [s.caption or "" for s in scorable],
+        {c: sources[c] for c in {c for s in scorable for c in s.concepts}},
+        options,
+        threshold=0.0,
+    )
+    for sample, score in zip(scorable, scores):
+        sample.measures["ti_clip"] = round(score.ti_clip, 6)
+        found = 0.0
+        for cid in sample.concepts:
+            c = score.concepts[cid]
+            category = by_id[cid].category
+            det = c.score or 0.0
+            sample.measures[f"detect.{cid}"] = round(det, 6)
+            if c.detected:
+                sample.measures[f"similarity.{cid}"] = round(c.own_similarity, 6)
+                sample.measures[f"best_similarity.{cid}"] = round(c.similarity, 6)
+            if not c.detected or det <= limits.detect_threshold:
+                sample.drop("not_detected", STAGE,
+                            f"{cid}: OWL-ViT's best {category!r} box scores {det:.3f} <= {limits.detect_threshold}")
+                continue
+            found += c.similarity
+            if c.own_similarity < limits.min_similarity:
+                like = f"; it looks more like {c.matched} ({c.similarity:.3f})" if c.matched != cid else ""
+                sample.drop("low_similarity", STAGE,
+                            f"{cid}: crop's similarity to its source photos {c.own_similarity:.3f} < {limits.min_similarity}{like}")
+        # CP-CLIP at the filter's own detection threshold (DESIGN.md §6).
+        sample.measures["cp_clip"] = round(found / len(sample.concepts), 6)
+
+
+def filter_samples(samples: list[Sample], out: str, limits: FilterConfig, concepts: list[Concept] | None = None) -> list[Sample]:
+    if limits.backend == "clip":
+        if concepts is None:
+            raise ValueError("filter: backend 'clip' needs the recipe's concepts (categories and photos)")
+        samples = filter_samples(samples, out, limits.model_copy(update={"backend": "rules"}))
+        start = time.perf_counter()
+        vision_reasons(samples, out, limits, concepts)
+        spent = (time.perf_counter() - start) / max(1, len(samples))
+        for s in samples:  # the batch's time, shared evenly
+            s.seconds[STAGE] = round(s.seconds.get(STAGE, 0.0) + spent, 4)
+        return samples
+
     def one(sample: Sample) -> None:
         image = read_rgb(join(out, sample.paths["repaint"]))
         mask = read_mask(join(out, sample.paths["mask"]))
@@ -72,5 +158,5 @@ def filter_samples(samples: list[Sample], out: str, limits: FilterConfig) -> lis
 
 
 @task(name="filter", cache_policy=STAGE_CACHE, persist_result=True)
-def filter_task(samples: list[Sample], out: str, limits: FilterConfig) -> list[Sample]:
-    return filter_samples(samples, out, limits)
+def filter_task(samples: list[Sample], out: str, limits: FilterConfig, concepts: list[Concept] | None = None) -> list[Sample]:
+    return filter_samples(samples, out, limits, concepts)

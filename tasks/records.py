@@ -317,6 +317,37 @@ class FilterConfig(Record):
     max_hole_share: float = Field(
         default=0.01, ge=0, le=1, description="largest share of near-black background pixels"
     )
+    # backend "clip": the rules above, then OWL-ViT must find each concept by its category
+    # word and CLIP must find the crop like the concept's source photos (tasks/filter.py).
+    detect_threshold: float = Field(
+        default=0.1, ge=0, lt=1, description="clip backend: smallest OWL-ViT score that counts as found"
+    )
+    min_similarity: float = Field(
+        default=0.6, ge=-1, le=1,
+        description="clip backend: smallest mean cosine of a concept's crop with its source photos",
+    )
+    vision: dict[str, Any] = Field(
+        default_factory=dict,
+        description="clip backend: {'clip': {...}, 'owlvit': {...}, 'feature_cache': URI} (models/vision.py)",
+    )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_filter(cls, v: str) -> str:
+        if v not in FILTER_BACKENDS:
+            raise ValueError(f"stages.filter.backend: unknown backend {v!r}; known: {list(FILTER_BACKENDS)}")
+        return v
+
+    @field_validator("vision")
+    @classmethod
+    def _vision_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - {"clip", "owlvit", "feature_cache"})
+        if unknown:
+            raise ValueError(f"stages.filter.vision: unknown keys {unknown}; known: clip, owlvit, feature_cache")
+        return v
+
+
+FILTER_BACKENDS = ("rules", "clip")
 
 
 class StagesConfig(Record):

@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import re
 import threading
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.storage import decode_image, read_input, read_rgb, sha256, to_rgb_alpha
+from infra.errors import BadInput
+from infra.storage import (decode_image, exists, join, read_bytes, read_input, read_rgb, resolve, sha256,
+                           to_rgb_alpha, write_bytes)
 from models import registry
 from models.vision import Detection
 from tasks import metrics
@@ -98,42 +98,41 @@ def _image(item: Any, name: str) -> np.ndarray:
 
 class FeatureCache:
     """Source-photo features by (model identity, photo sha256): in memory, and as .npy
-    files under `folder` (one sub-folder per model identity) when a folder is given."""
+    objects under `folder` (a local folder or any storage URI; one sub-folder per model
+    identity) when a folder is given."""
 
     def __init__(self, folder: str | None):
-        self.folder = Path(os.path.expanduser(folder)) if folder else None
+        self.folder = folder
         self._memory: dict[tuple[str, str], np.ndarray] = {}
         self._lock = threading.Lock()
 
-    def _path(self, identity: str, digest: str) -> Path | None:
-        if self.folder is None:
+    def _uri(self, identity: str, digest: str) -> str | None:
+        if not self.folder:
             return None
-        return self.folder / sha256(identity.encode())[:16] / f"{digest}.npy"
+        return join(self.folder, sha256(identity.encode())[:16], f"{digest}.npy")
 
     def get(self, identity: str, digest: str) -> np.ndarray | None:
         hit = self._memory.get((identity, digest))
         if hit is None:
-            path = self._path(identity, digest)
-            if path is not None and path.is_file():
+            uri = self._uri(identity, digest)
+            if uri is not None and exists(uri):
                 try:
-                    hit = np.load(path)
-                except (OSError, ValueError):  # a torn write: recompute it
+                    hit = np.load(io.BytesIO(read_bytes(uri)), allow_pickle=False)
+                except (OSError, ValueError, EOFError, BadInput):  # torn or vanished: recompute
                     return None
-                self._memory[(identity, digest)] = hit
+                with self._lock:
+                    self._memory[(identity, digest)] = hit
         return hit
 
     def put(self, identity: str, digest: str, feature: np.ndarray) -> None:
         feature = np.asarray(feature, dtype=np.float32)
         with self._lock:
             self._memory[(identity, digest)] = feature
-        path = self._path(identity, digest)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        uri = self._uri(identity, digest)
+        if uri is not None:
             buf = io.BytesIO()
             np.save(buf, feature)
-            tmp.write_bytes(buf.getvalue())
-            os.replace(tmp, path)  # atomic: a reader never sees half a file
+            write_bytes(uri, buf.getvalue())  # atomic on local disks, whole-object on S3
 
 
 _CACHES: dict[str | None, FeatureCache] = {}
@@ -141,7 +140,7 @@ _CACHES: dict[str | None, FeatureCache] = {}
 
 def feature_cache(folder: str | None) -> FeatureCache:
     """One cache object per folder per process (its memory part is shared by all calls)."""
-    key = os.path.abspath(os.path.expanduser(folder)) if folder else None
+    key = resolve(folder) if folder else None
     if key not in _CACHES:
         _CACHES[key] = FeatureCache(key)
     return _CACHES[key]

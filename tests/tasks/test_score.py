@@ -108,7 +108,7 @@ def test_source_features_cached_on_disk_by_content(options, tmp_path):
     clip = registry.load("vision", "clip", options["clip"])
     folder = tmp_path / "cache"
     first = source_features(SOURCES, clip, FeatureCache(str(folder)))
-    files = sorted(folder.rglob("*.npy"))
+    files = sorted(p for p in folder.rglob("*.npy"))
     assert len(files) == 4  # one per distinct photo
     # A fresh cache (a new process) reads the files: plant a known feature and see it used.
     planted = np.zeros_like(first["coffee"][0])
