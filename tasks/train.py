@@ -344,9 +344,7 @@ def train_model(
     reg_images, reg_prompts = _regularisation(config, training)
 
     model = build_model(config, training, components)
-    params = model.trainable()
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-    scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
+    params, optimizer, scaler = make_optimizer(model, config.lr)
     data_gen = torch.Generator().manual_seed(config.seed)
     noise_gen = torch.Generator().manual_seed(config.seed + 1)
 
@@ -365,9 +363,8 @@ def train_model(
     written: list[str] = []
     losses: list[float] = []
     accumulate = config.batch_size // config.micro
-    while step < steps:
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+
+    def micro_batches():
         for _ in range(accumulate):
             idx = torch.randint(0, len(prompts), (config.micro,), generator=data_gen)
             pixels, texts = images[idx], [prompts[i] for i in idx.tolist()]
@@ -377,13 +374,10 @@ def train_model(
                 pixels = torch.cat([pixels, reg_images[ridx]])
                 texts += [reg_prompts[i] for i in ridx.tolist()]
                 weights = torch.tensor([1.0] * config.micro + [config.prior_loss_weight] * config.micro)
-            loss = model.loss(pixels, texts, noise_gen, weights) / accumulate
-            scaler.scale(loss).backward()
-            total += float(loss.detach())
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        scaler.step(optimizer)
-        scaler.update()
+            yield pixels, texts, weights
+
+    while step < steps:
+        total = optimizer_step(model, optimizer, scaler, params, micro_batches(), accumulate, noise_gen)
         step += 1
         losses.append(total)
         if progress is not None:
@@ -395,6 +389,34 @@ def train_model(
                 on_checkpoint(uri, ckpt.read_info(uri))
     return TrainResult(run=run, step=step, checkpoints=written, latest=ckpt.latest(config.out) or "",
                        losses=losses, resumed_from=resumed, seconds=round(time.perf_counter() - start, 3))
+
+
+def make_optimizer(model, lr: float):
+    """(trainable parameters, AdamW over them, gradient scaler: active for fp16 only)."""
+    import torch
+
+    params = model.trainable()
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+    scaler = torch.amp.GradScaler("cuda", enabled=model.dtype == torch.float16)
+    return params, optimizer, scaler
+
+
+def optimizer_step(model, optimizer, scaler, params, micro_batches, accumulate: int, noise_gen) -> float:
+    """One optimizer step over `accumulate` micro-batches of (uint8 pixels, prompts,
+    per-example weights or None); returns the step's mean loss."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for pixels, texts, weights in micro_batches:
+        loss = model.loss(pixels, texts, noise_gen, weights) / accumulate
+        scaler.scale(loss).backward()
+        total += float(loss.detach())
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    return total
 
 
 def _info_fields(config: TrainConfig, training: TrainingSet, run: str, steps: int, categories: dict[str, str]) -> dict:

@@ -255,3 +255,27 @@ def test_a_restarted_run_resumes_from_its_last_checkpoint_with_equal_optimizer_s
     # Another run's folder is refused, naming the out.
     with pytest.raises(ValueError, match="holds checkpoints of run"):
         T.train_model(config(dataset, base, tmp_path / "killed", steps=4, seed=1))
+
+
+def test_dataset_and_checkpoints_on_s3(dataset, base, s3_server):
+    """The same code on an S3 store (moto on 127.0.0.1): read, train, resume, load."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from infra.storage import join, read_bytes, write_bytes
+    from tasks import checkpoint as ckpt
+
+    manifest = Manifest.model_validate_json(read_bytes(dataset + "/manifest.json"))
+    remote = f"{s3_server}/datasets/small"
+    for rel in [*manifest.files, "manifest.json"]:
+        write_bytes(join(remote, rel), read_bytes(join(dataset, rel)))
+    out = f"{s3_server}/runs/small"
+    first = T.train_model(config(remote, base, out, steps=1, checkpoint_every=1))
+    assert first.latest == f"{out}/checkpoints/step-000001"
+    second = T.train_model(config(remote, base, out, steps=2, checkpoint_every=1))
+    assert second.resumed_from == 1 and [s for s, _ in ckpt.finished(out)] == [1, 2]
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
+    info = ckpt.load_into(pipe, second.latest)
+    assert info.dataset == remote and info.step == 2
+    token_id = pipe.tokenizer.convert_tokens_to_ids("<chelsea>")
+    assert torch.isfinite(pipe.text_encoder.get_input_embeddings().weight[token_id]).all()

@@ -1,0 +1,93 @@
+"""Tier 3: the train flow under the Prefect test server, and `gen4gen train` in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def dataset(prefect_harness):
+    from tests.tiny.dataset import published_small
+
+    return published_small()
+
+
+@pytest.fixture(scope="module")
+def base():
+    from tests.tiny.dataset import tiny_base
+
+    return tiny_base()
+
+
+def landed(run: str, want: int = 1, timeout: float = 30) -> list[dict]:
+    """Payloads of the run's checkpoint.landed events, read back from the test server
+    (waits until `want` have arrived or the timeout passes)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    query = EventFilter(event=EventNameFilter(name=["checkpoint.landed"]),
+                        resource=EventResourceFilter(id_prefix=[f"gen4gen.checkpoint.{run}."]))
+    deadline = time.monotonic() + timeout
+    payloads: list[dict] = []
+    while time.monotonic() < deadline and len(payloads) < want:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(query, limit=50)
+        payloads = [dict(e.payload, resource=e.resource.id) for e in page.events]
+        time.sleep(0.5)
+    return payloads
+
+
+def test_flow_writes_checkpoints_and_announces_each(dataset, base, tmp_path):
+    from flows.train import train
+    from tasks.checkpoint import finished, read_info
+
+    out = str(tmp_path / "run")
+    result = train({"dataset": dataset, "out": out, "base_model": base, "steps": 2, "batch_size": 1,
+                    "resolution": 64, "checkpoint_every": 1})
+    assert result.step == 2 and [s for s, _ in finished(out)] == [1, 2]
+    info = read_info(result.latest)
+    payloads = landed(result.run, want=2)
+    by_step = {p["step"]: p for p in payloads}
+    assert set(by_step) == {1, 2}
+    last = by_step[2]
+    assert last["checkpoint"] == result.latest and last["dataset"] == dataset
+    assert last["dataset_version"] == info.dataset_version and last["resource"] == f"gen4gen.checkpoint.{result.run}.2"
+
+
+def test_cli_trains_prints_the_checkpoint_and_resumes(dataset, base, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+    from diffusers import StableDiffusionPipeline
+
+    from tasks.checkpoint import load_into
+
+    out = tmp_path / "cli"
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())  # the test server: events can be read back
+    args = [sys.executable, "-m", "flows.cli", "train", "--dataset", dataset, "--out", str(out), "--base", base,
+            "--resolution", "64", "--batch-size", "2", "--micro-batch", "1", "--checkpoint-every", "1"]
+    first = subprocess.run([*args, "--steps", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.strip().splitlines()[-1] == f"file://{out}/checkpoints/step-000001"
+    assert "train: steps" in first.stderr and "1/1" in first.stderr
+    second = subprocess.run([*args, "--steps", "2"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from step 1" in second.stderr and "2/2" in second.stderr
+    latest = second.stdout.strip().splitlines()[-1]
+    assert latest == f"file://{out}/checkpoints/step-000002"
+    pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
+    info = load_into(pipe, latest)
+    assert info.step == 2 and {p["step"] for p in landed(info.run, want=2)} >= {1, 2}
+
+
+def test_cli_refuses_a_missing_dataset_with_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--dataset", str(tmp_path / "nope"),
+                             "--out", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "manifest.json" in result.stderr and "Traceback" not in result.stderr
