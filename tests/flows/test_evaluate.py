@@ -86,7 +86,8 @@ def test_evaluate_writes_results_and_compares(prefect_harness, tiny_run, prompt_
 
     with get_client(sync_client=True) as client:
         keys = ["eval-tiny-run-step-200", "eval-tiny-run-tiny-heldout-history", "eval-tiny-run-step-200-samples"]
-        arts = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))}
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        arts = {a.key: a for a in sorted(found, key=lambda a: a.created)}  # a key's latest version last
     assert set(arts) == set(keys)
     table = json.loads(arts["eval-tiny-run-step-200"].data)
     assert [r["group"] for r in table][:4] == ["all", "<=3 concepts", "4 concepts", "5 concepts"]
@@ -220,3 +221,29 @@ def test_trigger_yaml_form_is_the_code_trigger():
         pytest.skip("prefect.yaml has no evaluate-on-checkpoint deployment yet")
     assert mirrored[0]["entrypoint"] == "flows/evaluate.py:evaluate"
     assert [DeploymentEventTrigger.model_validate(t) for t in mirrored[0]["triggers"]] == [CHECKPOINT_TRIGGER]
+
+
+def test_evaluates_a_checkpoint_the_train_flow_wrote(prefect_harness, tiny_vision, tmp_path):
+    """The contract between the helpers, end to end: train's own code writes the checkpoint
+    (2 steps on a small published dataset), the evaluation reads and scores it."""
+    from flows.evaluate import evaluate
+    from tasks import train as T
+    from tests.tiny.dataset import published_small, tiny_base
+
+    result = T.train_model(T.TrainConfig(dataset=published_small(), out=str(tmp_path / "run"), base_model=tiny_base(),
+                                         steps=2, batch_size=2, micro_batch=1, resolution=64, checkpoint_every=2))
+    pset = tmp_path / "small.yaml"
+    pset.write_text(yaml.safe_dump({
+        "name": "small-heldout", "samples": 1, "generation": {"steps": 1, "size": 64},
+        "concepts": [
+            {"id": "chelsea", "category": "cat", "token": "<chelsea>", "photos": ["pkgdata://skimage/data/chelsea.png"]},
+            {"id": "coffee", "category": "mug", "token": "<coffee>", "photos": ["pkgdata://skimage/data/coffee.png"]},
+            {"id": "rocket", "category": "rocket", "token": "<rocket>", "photos": ["pkgdata://skimage/data/rocket.jpg"]},
+        ],
+        "vision": tiny_vision,
+        "prompts": [{"composition": "cat-mug-rocket", "concepts": ["chelsea", "coffee", "rocket"],
+                     "prompt": "On the moon, a <chelsea> cat, a <coffee> mug and a <rocket> rocket."}],
+    }))
+    res = json.loads(read_bytes(evaluate(result.latest, str(pset), step=2, device="cpu")))
+    assert res["run"] == result.run and res["step"] == 2 and len(res["images"]) == 1
+    assert list(res["by_concepts"]) == ["<=3"]
