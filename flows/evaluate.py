@@ -6,7 +6,7 @@ OWL-ViT + CLIP, CP-CLIP and TI-CLIP) -> summarise (bootstrap intervals, per comp
 by number of concepts), compare with the run's earlier checkpoints -> results.json and
 three artifacts (results table, history table, scored thumbnails). Wiring only.
 
-The deployment `evaluate-on-checkpoint` runs it on every `checkpoint.landed` event:
+The deployment `evaluate/on-checkpoint` runs it on every `checkpoint.landed` event:
 `CHECKPOINT_TRIGGER` below is the one definition of that trigger (prefect.yaml mirrors it).
 """
 
@@ -32,7 +32,7 @@ from tasks.summarise import (
 )
 
 CHECKPOINT_EVENT = "checkpoint.landed"
-DEPLOYMENT = "evaluate-on-checkpoint"
+DEPLOYMENT = "on-checkpoint"  # served as evaluate/on-checkpoint, as in prefect.yaml
 DEFAULT_PROMPTS = "configs/eval/demo.yaml"
 
 # One evaluation per landed checkpoint: the event's payload names the checkpoint folder and
