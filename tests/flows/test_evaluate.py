@@ -249,3 +249,27 @@ def test_evaluates_a_checkpoint_the_train_flow_wrote(prefect_harness, tiny_visio
     res = json.loads(read_bytes(evaluate(result.latest, str(pset), step=2, device="cpu")))
     assert res["run"] == result.run and res["step"] == 2 and len(res["images"]) == 1
     assert list(res["by_concepts"]) == ["<=3"]
+
+
+def test_checkpoint_on_s3(prefect_harness, tiny_run, prompt_file, s3_server):
+    """The same flow on object storage: the checkpoint is read from S3 (copied locally for
+    diffusers), images, results.json and thumbnails are written there, siblings listed there."""
+    import fsspec
+
+    from flows.evaluate import evaluate
+    from tasks.summarise import Results, thumbnails_markdown
+
+    fs = fsspec.filesystem("s3")
+    for step, folder in tiny_run["checkpoints"].items():  # the checkpoint's files only (no earlier results)
+        for f in ["pytorch_custom_diffusion_weights.safetensors", *(f"embeddings/{p.name}" for p in (folder / "embeddings").iterdir()),
+                  "checkpoint.json"]:
+            fs.put_file(str(folder / f), f"factory/train/checkpoints/step-{step:06d}/{f}")
+    first = evaluate(f"{s3_server}/train/checkpoints/step-000100", prompt_file, samples=1, device="cpu")
+    uri = evaluate(f"{s3_server}/train/checkpoints/step-000200", prompt_file, samples=1, device="cpu")
+    assert first == f"{s3_server}/train/checkpoints/step-000100/results.json"
+    res = Results.model_validate_json(read_bytes(uri))
+    assert len(res.images) == 3 and [e.step for e in res.earlier] == [100]
+    for im in res.images:
+        assert sha256(read_bytes(f"{res.checkpoint}/{im.path}")) == im.sha256
+    md = thumbnails_markdown(res)
+    assert md.count("Signature=") == 3 and "data:image" not in md  # presigned links, not inlined
