@@ -5,6 +5,7 @@
     gen4gen verify DATASET_URI
     gen4gen associate CONFIG [--max N] [--out FILE]
     gen4gen train --dataset URI --out URI [--steps N] [--base MODEL] [--resolution PX] ...
+    gen4gen evaluate --checkpoint URI [--prompts FILE] [--samples N] [--device D]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -73,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="a folder of class images for a concept (prior preservation; repeatable)")
     trn.add_argument("--device", help="cpu, cuda, cuda:1 (default: auto)")
     trn.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+    ev = sub.add_parser("evaluate", help="score a training checkpoint on held-out prompts (CP-CLIP, TI-CLIP)")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint folder URI (.../checkpoints/step-NNNNNN)")
+    ev.add_argument("--prompts", default="configs/eval/demo.yaml", help="prompt set (YAML; default: the demo's)")
+    ev.add_argument("--samples", type=int, help="images per prompt (a quick preview)")
+    ev.add_argument("--device", default="auto", help="where the personalised model runs (auto, cpu, cuda)")
+    ev.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     args = parser.parse_args(argv)
     if args.command == "verify":
         return _verify(args)
@@ -87,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         return _report(args)
     if args.command == "train":
         return _train(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return 2
 
 
@@ -144,6 +153,36 @@ def _train(args: argparse.Namespace) -> int:
     console.print(f"run {result.run}: step {result.step}{resumed}, {len(result.checkpoints)} checkpoint(s) written, "
                   f"wall time {time.perf_counter() - start:.1f} s", highlight=False)
     print(result.latest)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Exit 0 with the results table printed, 2 for an unusable checkpoint or prompt set,
+    1 when the run failed."""
+    from flows.evaluate import EvaluationError, check_inputs
+
+    try:
+        check_inputs(args.checkpoint, args.prompts)
+    except EvaluationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from flows.evaluate import evaluate
+    from tasks.summarise import Results, comparison_rows, result_rows, text_table
+    from infra.storage import read_bytes
+
+    try:
+        uri = evaluate(args.checkpoint, args.prompts, samples=args.samples, device=args.device)
+    except Exception as err:  # the run failed: say why, exit non-zero
+        print(f"run failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    results = Results.model_validate_json(read_bytes(uri))
+    print(f"{results.run} step {results.step} on {results.prompt_set['name']}: "
+          f"{results.overall.images} images (mean and 95% bootstrap interval)")
+    print(text_table(result_rows(results)))
+    if results.earlier:
+        print(f"\n{results.run}: checkpoints by step")
+        print(text_table(comparison_rows(results)))
+    print(uri)
     return 0
 
 

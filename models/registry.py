@@ -99,6 +99,12 @@ def _register_builtin() -> None:
 
         return TemplateCaptioner(**opts)
 
+    @register("personalise", "custom-diffusion")
+    def _personalised(**opts):
+        from models.personalised import PersonalisedPipeline
+
+        return PersonalisedPipeline(**opts)
+
     @register("vision", "clip")
     def _clip(**opts):
         from models.vision import Clip

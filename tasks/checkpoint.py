@@ -160,3 +160,60 @@ def load_into(pipe, uri: str) -> CheckpointInfo:
 
 def info_json(info: CheckpointInfo) -> bytes:
     return json.dumps(info.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+
+
+# --------------------------------------------------------------------------- reading for evaluation
+
+RESULTS = "results.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be evaluated; the message names the URI and the reason."""
+
+
+def normalise(uri: str) -> str:
+    """A checkpoint URI without a trailing slash (plain paths become file:// URIs)."""
+    return resolve(uri).rstrip("/")
+
+
+def read_checkpoint(uri: str) -> CheckpointInfo:
+    """The checkpoint's record, after checking that every file it names is there; every
+    problem is a CheckpointError naming the checkpoint and what is wrong."""
+    from pydantic import ValidationError
+
+    from infra.config import format_errors
+    from infra.errors import BadInput
+
+    uri = normalise(uri)
+    info_uri = join(uri, INFO)
+    if not exists(uri):
+        raise CheckpointError(f"checkpoint {uri}: no such folder")
+    if not exists(info_uri):
+        raise CheckpointError(f"checkpoint {uri}: no {INFO} (not a checkpoint, or still being written)")
+    try:
+        raw = json.loads(read_bytes(info_uri))
+    except (ValueError, BadInput) as err:
+        raise CheckpointError(f"{info_uri}: not valid JSON: {err}") from err
+    try:
+        info = CheckpointInfo.model_validate(raw)
+    except ValidationError as err:
+        raise CheckpointError(f"{info_uri}: invalid checkpoint record:\n{format_errors(err)}") from err
+    if info.format != FORMAT:
+        raise CheckpointError(f"{info_uri}: format {info.format!r}, this evaluator reads {FORMAT!r}")
+    for rel in [WEIGHTS, *(c.embedding for c in info.concepts)]:
+        if not exists(join(uri, rel)):
+            raise CheckpointError(f"checkpoint {uri}: {rel} is missing")
+    return info
+
+
+def siblings(uri: str) -> list[str]:
+    """URIs of the other complete checkpoints of the same run (folders beside this one
+    holding a checkpoint.json), in name order (step-000100 before step-000200)."""
+    uri = normalise(uri)
+    parent = uri.rsplit("/", 1)[0]
+    found = set()
+    for f in list_files(parent):
+        rest = f[len(parent) + 1 :] if f.startswith(parent + "/") else None
+        if rest and rest.count("/") == 1 and rest.endswith("/" + INFO):
+            found.add(join(parent, rest.split("/", 1)[0]))
+    return sorted(found - {uri})

@@ -123,3 +123,12 @@ def tiny_vision(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("tiny-vision")
     return {"clip": tiny_clip(root / "clip"), "owlvit": {"model": str(tiny_owlvit(root / "owlvit")), "device": "cpu"}}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> dict:
+    """A tiny SD base model and two checkpoints (steps 100, 200) of one training run in the
+    CONTRACTS.md format, built once per session (tests/tiny/checkpoint.py)."""
+    from tests.tiny.checkpoint import tiny_run as build
+
+    return build(tmp_path_factory.mktemp("tiny-run"))
