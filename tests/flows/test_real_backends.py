@@ -47,6 +47,7 @@ def _recipe(tmp_path: Path, stages: dict | None) -> Path:
     raw["compositions"] = raw["compositions"][:1]
     if stages:
         raw["stages"] = stages
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
