@@ -6,6 +6,7 @@ from prefect import task
 
 from models import registry
 from infra.caching import STAGE_CACHE
+from infra.limits import gpu_slot
 from tasks.common import each_sample
 from tasks.records import DatasetConfig, Sample
 
@@ -32,4 +33,5 @@ def caption_samples(samples: list[Sample], config: DatasetConfig) -> list[Sample
 
 @task(name="caption", cache_policy=STAGE_CACHE, persist_result=True)
 def caption_task(samples: list[Sample], config: DatasetConfig) -> list[Sample]:
-    return caption_samples(samples, config)
+    with gpu_slot("caption", config.stages.caption.backend):
+        return caption_samples(samples, config)

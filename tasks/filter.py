@@ -13,6 +13,7 @@ from prefect import task
 
 from infra.caching import STAGE_CACHE
 from infra.storage import join, read_mask, read_rgb
+from infra.limits import gpu_slot
 from tasks.caption import missing_tokens
 from tasks.common import each_sample
 from tasks.records import FilterConfig, Reason, Sample
@@ -73,4 +74,5 @@ def filter_samples(samples: list[Sample], out: str, limits: FilterConfig) -> lis
 
 @task(name="filter", cache_policy=STAGE_CACHE, persist_result=True)
 def filter_task(samples: list[Sample], out: str, limits: FilterConfig) -> list[Sample]:
-    return filter_samples(samples, out, limits)
+    with gpu_slot("filter", limits.backend):
+        return filter_samples(samples, out, limits)
