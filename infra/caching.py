@@ -66,8 +66,6 @@ def result_storage_for(out: str, setting: str | None = None):
     dataset then also forgets its cache, so a cache hit never points at files that are gone.
     Credentials are never part of a block we build: s3fs reads them from the environment.
     """
-    from prefect.filesystems import RemoteFileSystem
-
     from infra.storage import join, resolve
 
     setting = setting or os.environ.get(RESULTS_ENV) or None
@@ -76,7 +74,8 @@ def result_storage_for(out: str, setting: str | None = None):
     uri = resolve(setting) if setting else join(resolve(out), ".cache", "prefect-results")
     if uri.startswith("file://"):
         return Path(uri[len("file://") :])
-    return RemoteFileSystem(basepath=uri)
+    # Prefect takes only saved blocks as remote result storage: one per place, named by it.
+    return save_results_block(uri, name=f"gen4gen-results-{hashlib.sha256(uri.encode()).hexdigest()[:12]}")
 
 
 def save_results_block(basepath: str, name: str = RESULTS_BLOCK.split("/", 1)[1]) -> str:
