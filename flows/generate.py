@@ -58,6 +58,14 @@ def task_options(config: DatasetConfig, out: str) -> dict:
     return options
 
 
+def for_composition(config: DatasetConfig, comp) -> DatasetConfig:
+    """The recipe as one composition's stages see it: its own concepts and entry only, so
+    that changing or adding another composition leaves this one's cache keys alone."""
+    return config.model_copy(
+        update={"compositions": [comp], "concepts": [c for c in config.concepts if c.id in comp.concepts]}
+    )
+
+
 @flow(name="generate", log_prints=True)
 def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     """Generate and publish one dataset version from a recipe (a YAML URI or a config)."""
@@ -94,7 +102,7 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
         with on("repaint"):
             s = repaint.submit(s, out, cfg.stages.repaint)
         with on("caption"):
-            s = caption.submit(s, stage_cfg)
+            s = caption.submit(s, for_composition(stage_cfg, comp))
         with on("filter"):
             judged[comp.id] = judge.submit(s, out, cfg.stages.filter)
     if cfg.review.mode == "interactive":
