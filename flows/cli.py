@@ -3,6 +3,7 @@
     gen4gen generate CONFIG [--out URI] [--workers N] [--samples N] [--no-cache] [--verbose]
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
     gen4gen verify DATASET_URI
+    gen4gen serve [--state DIR] [--port 4200] [--s3-port 9000] [--pool NAME] [--stop]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -47,7 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     ver = sub.add_parser("verify", help="check a published dataset against its manifest")
     ver.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
+    srv = sub.add_parser("serve", help="a local stack: Prefect server, S3 server, work pool and worker (Ctrl-C stops it)")
+    srv.add_argument("--state", default=".gen4gen/serve", help="folder for the database, logs and serve.json")
+    srv.add_argument("--port", type=int, default=4200, help="Prefect server port on 127.0.0.1")
+    srv.add_argument("--s3-port", type=int, default=9000, help="S3-API server port on 127.0.0.1")
+    srv.add_argument("--pool", default="gen4gen-cpu", help="process work pool to create and serve")
+    srv.add_argument("--stop", action="store_true", help="stop the stack running with this --state")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "verify":
         return _verify(args)
     _quiet_prefect(args.verbose)
@@ -56,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         return _report(args)
     return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from infra import serve
+
+    state = Path(args.state).resolve()
+    if args.stop:
+        return serve.stop(state)
+    return serve.serve(state, args.port, args.s3_port, args.pool, out=lambda line: print(line, flush=True))
 
 
 def _verify(args: argparse.Namespace) -> int:
