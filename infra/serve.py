@@ -145,10 +145,11 @@ class Stack:
         subprocess.run([sys.executable, "-c", code], env=self.env(), cwd=repo, check=True, capture_output=True, timeout=120)
 
     def stop(self, grace: float = 15) -> None:
-        """SIGTERM every process group (worker first), then SIGKILL what is left."""
+        """SIGINT every process group (worker first), as Ctrl-C in a terminal would: each of
+        them shuts down cleanly on it within seconds; SIGKILL what is left after `grace`."""
         order = [n for n in ("worker", "server", "s3") if n in self.procs]
         for name in order:
-            _signal_group(self.procs[name].pid, signal.SIGTERM)
+            _signal_group(self.procs[name].pid, signal.SIGINT)
         deadline = time.monotonic() + grace
         for name in order:
             proc = self.procs[name]
