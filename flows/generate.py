@@ -15,7 +15,7 @@ from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
 from infra import artifacts, limits, runners
-from infra.caching import STAGE_CACHE, result_storage_for
+from infra.caching import STAGE_CACHE, output_generation, result_storage_for
 from infra.config import load_config
 from models import registry
 from tasks.caption import caption_task
@@ -49,6 +49,7 @@ def task_options(config: DatasetConfig, out: str) -> dict:
     }
     if config.run.cache:
         options["cache_policy"] = STAGE_CACHE
+        output_generation(out)  # made once here, before tasks that key on it run side by side
         storage = result_storage_for(out, config.run.result_storage)
         if storage is not None:
             options["result_storage"] = storage

@@ -49,7 +49,34 @@ class FactorySource(CachePolicy):
         return factory_source_hash()
 
 
-STAGE_CACHE = INPUTS + TASK_SOURCE + FactorySource()
+GENERATION = ".cache/generation"
+
+
+def output_generation(out: str) -> str:
+    """A token that names this incarnation of the dataset folder, made on first use.
+
+    Part of the key of every task that writes under `out`: when the folder is deleted, the
+    token goes with it, so results cached elsewhere (a separate results bucket) stop
+    matching instead of pointing at files that are gone.
+    """
+    import uuid
+
+    from infra.storage import exists, join, read_bytes, write_bytes
+
+    uri = join(out, GENERATION)
+    if not exists(uri):
+        write_bytes(uri, uuid.uuid4().hex.encode())
+    return read_bytes(uri).decode()
+
+
+@dataclass
+class OutputGeneration(CachePolicy):
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str | None:
+        out = inputs.get("out")
+        return output_generation(out) if isinstance(out, str) else None
+
+
+STAGE_CACHE = INPUTS + TASK_SOURCE + FactorySource() + OutputGeneration()
 
 
 RESULTS_ENV = "GEN4GEN_RESULT_STORAGE"

@@ -50,6 +50,15 @@ def test_generate_on_s3_with_results_in_a_saved_block_and_cache_hits_on_rerun(s3
     assert calls == [], f"stages ran again instead of hitting the S3 result cache: {calls}"
     assert second.files == first.files
 
+    # The dataset is deleted, its results (in their own bucket) are not: no stale cache hit.
+    for key in keys(s3, "factory"):
+        s3.delete_object(Bucket="factory", Key=key)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # s3fs caches listings; this process deleted behind its back
+    third = run_recipe(raw, out)
+    assert third.files == first.files and problems(out) == []
+
 
 def test_results_default_to_a_saved_block_beside_an_s3_dataset_and_hold_no_credentials(s3_server, monkeypatch):
     from prefect.blocks.core import Block
