@@ -41,9 +41,17 @@ def test_an_unknown_runner_is_refused_by_the_recipe():
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_local_dask_cluster_of_two_workers_publishes_the_same_dataset(tmp_path):
+    from infra import progress
+
     raw = small_recipe(tmp_path, samples=1, canvas=128)
     threads = run_recipe(raw, str(tmp_path / "threads"))
     raw["run"]["runner"] = {"kind": "dask", "workers": 2}
-    dask = run_recipe(raw, str(tmp_path / "dask"))
+    here: list = []  # stages report progress in their own process: none may run in this one
+    stop = progress.listen(lambda comp, stage, n: here.append((comp, stage)))
+    try:
+        dask = run_recipe(raw, str(tmp_path / "dask"))
+    finally:
+        stop()
+    assert here == [], f"stages ran in the flow's process, not on the Dask workers: {here}"
     assert dask.kept == threads.kept and dask.planned == threads.planned
     assert dask.files == threads.files  # every published file, byte for byte (sha256)
