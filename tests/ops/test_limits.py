@@ -17,13 +17,25 @@ from tasks.records import DatasetConfig, StagesConfig
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 HOLD = 1.0
+TRY_MEET = 20.0  # long enough for two tasks to start on a busy machine
+
+
+# Tasks that must be inside together meet here: a limit that serialised them would
+# break the barrier on its timeout. Timing-free, so a busy machine cannot fake a result.
+together: dict[str, threading.Barrier] = {}
 
 
 @task
 def stage(kind: str, backend: str, spans: list, lock: threading.Lock) -> bool:
     with limits.gpu_slot("repaint", backend) as held:
         start = time.monotonic()
-        time.sleep(HOLD)
+        if kind in together:
+            try:
+                together[kind].wait(timeout=TRY_MEET)
+            except threading.BrokenBarrierError:
+                pass  # could not meet: the test reads that from the barrier
+        else:
+            time.sleep(HOLD)
         with lock:
             spans.append((kind, start, time.monotonic()))
     return held
@@ -37,6 +49,9 @@ def overlaps(spans: list[tuple[str, float, float]]) -> bool:
 def test_two_gpu_tasks_never_overlap_under_one_slot_while_cpu_tasks_do(monkeypatch):
     monkeypatch.setenv("GEN4GEN_WORKER_ID", f"test-{uuid.uuid4().hex[:8]}")
     name = limits.ensure(1)
+    together.clear()
+    together["cpu"] = threading.Barrier(2)
+    together["gpu"] = threading.Barrier(2, timeout=TRY_MEET)
     assert name == limits.limit_name()
     spans: list = []
     lock = threading.Lock()
@@ -51,12 +66,15 @@ def test_two_gpu_tasks_never_overlap_under_one_slot_while_cpu_tasks_do(monkeypat
     gpu = [s for s in spans if s[0] == "gpu"]
     cpu = [s for s in spans if s[0] == "cpu"]
     assert not overlaps(gpu), f"GPU tasks overlapped under a limit of 1: {gpu}"
-    assert overlaps(cpu), f"CPU tasks ran one after the other: {cpu}"
+    assert together["gpu"].broken  # the first waited in vain: the second could not enter
+    assert overlaps(cpu) and not together["cpu"].broken, f"CPU tasks ran one after the other: {cpu}"
 
 
 def test_two_slots_let_two_gpu_tasks_run_together(monkeypatch):
     monkeypatch.setenv("GEN4GEN_WORKER_ID", f"test-{uuid.uuid4().hex[:8]}")
     limits.ensure(2)
+    together.clear()
+    together["gpu"] = threading.Barrier(2)
     spans: list = []
     lock = threading.Lock()
 
@@ -64,8 +82,8 @@ def test_two_slots_let_two_gpu_tasks_run_together(monkeypatch):
     def two():
         return [f.result() for f in [stage.submit("gpu", "sdxl", spans, lock) for _ in range(2)]]
 
-    assert two() == [True, True]
-    assert overlaps(spans)
+    assert two() == [True, True]  # each passed the barrier: both held a slot at once
+    assert overlaps(spans) and not together["gpu"].broken
 
 
 def test_a_worker_without_a_limit_gets_one_slot_not_an_unlimited_gpu(monkeypatch):
