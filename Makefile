@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 OUT    ?= data/demo
 
-.PHONY: setup demo test benchmark clean
+.PHONY: setup demo test benchmark serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed, found " + sys.version' 
@@ -20,6 +20,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+serve: setup   # local Prefect server + S3 server + work pool + worker; Ctrl-C stops it
+	$(BIN)/gen4gen serve
 
 benchmark: setup
 	$(BIN)/python benchmarks/orchestration.py

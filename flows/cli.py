@@ -6,6 +6,7 @@
     gen4gen associate CONFIG [--max N] [--out FILE]
     gen4gen train --dataset URI --out URI [--steps N] [--base MODEL] [--resolution PX] ...
     gen4gen evaluate --checkpoint URI [--prompts FILE] [--samples N] [--device D]
+    gen4gen serve [--state DIR] [--port 4200] [--s3-port 9000] [--pool NAME] [--stop]
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
@@ -80,7 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--samples", type=int, help="images per prompt (a quick preview)")
     ev.add_argument("--device", default="auto", help="where the personalised model runs (auto, cpu, cuda)")
     ev.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
+
+    srv = sub.add_parser("serve", help="a local stack: Prefect server, S3 server, work pool and worker (Ctrl-C stops it)")
+    srv.add_argument("--state", default=".gen4gen/serve", help="folder for the database, logs and serve.json")
+    srv.add_argument("--port", type=int, default=4200, help="Prefect server port on 127.0.0.1")
+    srv.add_argument("--s3-port", type=int, default=9000, help="S3-API server port on 127.0.0.1")
+    srv.add_argument("--pool", default="gen4gen-cpu", help="process work pool to create and serve")
+    srv.add_argument("--stop", action="store_true", help="stop the stack running with this --state")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
     if args.command == "verify":
         return _verify(args)
     if args.command == "associate":
@@ -184,6 +194,16 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(text_table(comparison_rows(results)))
     print(uri)
     return 0
+
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from infra import serve
+
+    state = Path(args.state).resolve()
+    if args.stop:
+        return serve.stop(state)
+    return serve.serve(state, args.port, args.s3_port, args.pool, out=lambda line: print(line, flush=True))
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -10,12 +10,12 @@ they are sent through the UI; then it waits for every composition's filter.
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, unmapped
+from prefect.context import FlowRunContext
 from prefect.events import emit_event
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
-from infra import artifacts
-from infra.caching import STAGE_CACHE, result_storage_for
+from infra import artifacts, limits, runners
+from infra.caching import STAGE_CACHE, output_generation, result_storage_for
 from infra.config import load_config
 from models import registry
 from tasks.caption import caption_task
@@ -24,7 +24,7 @@ from tasks.filter import filter_task
 from tasks.gallery import gallery_task
 from tasks.plan import plan_task
 from tasks.publish import collect_task, publish_task
-from tasks.records import DatasetConfig, Manifest, ReviewConfig
+from tasks.records import DatasetConfig, Manifest, ReviewConfig, RunConfig
 from tasks.repaint import repaint_task
 from tasks.report import read_decisions
 from tasks.review import ask_for_decisions, decisions_for, review_task, summary, unknown_ids
@@ -49,7 +49,8 @@ def task_options(config: DatasetConfig, out: str) -> dict:
     }
     if config.run.cache:
         options["cache_policy"] = STAGE_CACHE
-        storage = result_storage_for(out)
+        output_generation(out)  # made once here, before tasks that key on it run side by side
+        storage = result_storage_for(out, config.run.result_storage)
         if storage is not None:
             options["result_storage"] = storage
     else:
@@ -58,12 +59,25 @@ def task_options(config: DatasetConfig, out: str) -> dict:
     return options
 
 
+def for_composition(config: DatasetConfig, comp) -> DatasetConfig:
+    """The recipe as one composition's stages see it: its own concepts and entry only, so
+    that changing or adding another composition leaves this one's cache keys alone."""
+    return config.model_copy(
+        update={"compositions": [comp], "concepts": [c for c in config.concepts if c.id in comp.concepts]}
+    )
+
+
 @flow(name="generate", log_prints=True)
 def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     """Generate and publish one dataset version from a recipe (a YAML URI or a config)."""
     cfg = load_config(config, out) if isinstance(config, str) else config
     out = out or cfg.out
     check_backends(cfg)
+    wanted = runners.task_runner(cfg.run)
+    if FlowRunContext.get().task_runner != wanted:
+        # A deployment starts the flow on its default runner: do the work in a subflow on
+        # the task runner the recipe asks for (run_generate picks it up front instead).
+        return generate.with_options(task_runner=wanted)(cfg, out)
     opts = task_options(cfg, out)
     segment, plan = segment_task.with_options(**opts), plan_task.with_options(**opts)
     composite, repaint = composite_task.with_options(**opts), repaint_task.with_options(**opts)
@@ -71,19 +85,28 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     collect, review = collect_task.with_options(**opts), review_task.with_options(**opts)
     # Read before any work, so a missing or malformed decisions file fails the run at once.
     ratings = read_decisions(cfg.review.decisions) if cfg.review.mode == "file" else None
-    # Ratings change no image: keep the review settings out of the stages' cache keys.
-    stage_cfg = cfg.model_copy(update={"review": ReviewConfig()})
+    # Ratings and run settings (width, runner, retries) change no image: keep them out of
+    # the stages' cache keys.
+    stage_cfg = cfg.model_copy(update={"review": ReviewConfig(), "run": RunConfig()})
+    if limits.uses_gpu(cfg.stages):
+        limits.ensure(cfg.run.gpu_slots)  # this worker's GPU limit, sized from the recipe
+    on = lambda family: limits.submitting(cfg.run, family, getattr(cfg.stages, family).backend)  # noqa: E731
 
-    cut_lists = segment.map(cfg.concepts, unmapped(out), unmapped(cfg.stages.segment)).result()
+    with on("segment"):
+        cut_lists = segment.map(cfg.concepts, unmapped(out), unmapped(cfg.stages.segment)).result()
     cutouts = {c.id: cuts for c, cuts in zip(cfg.concepts, cut_lists)}
     planned = plan.submit(stage_cfg, cutouts).result()
 
     judged = {}
     for comp in cfg.compositions:
         s = composite.submit(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
-        s = repaint.submit(s, out, cfg.stages.repaint)
-        s = caption.submit(s, stage_cfg, out)
-        judged[comp.id] = judge.submit(s, out, cfg.stages.filter, cfg.concepts)
+        with on("repaint"):
+            s = repaint.submit(s, out, cfg.stages.repaint)
+        with on("caption"):
+            s = caption.submit(s, for_composition(stage_cfg, comp), out)
+        with on("filter"):
+            # Only this composition's concepts: another concept's change leaves its cache alone.
+            judged[comp.id] = judge.submit(s, out, cfg.stages.filter, [cfg.concept(c) for c in comp.concepts])
     if cfg.review.mode == "interactive":
         ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in f.result()])
     if ratings is not None:
@@ -115,6 +138,5 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
 
 
 def run_generate(config: DatasetConfig, out: str) -> Manifest:
-    """Run the flow with a thread pool as wide as the recipe asks."""
-    runner = ThreadPoolTaskRunner(max_workers=config.run.workers)
-    return generate.with_options(task_runner=runner)(config, out)
+    """Run the flow on the task runner the recipe asks for (run.runner; threads by default)."""
+    return generate.with_options(task_runner=runners.task_runner(config.run))(config, out)

@@ -18,12 +18,33 @@ _LOADED: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
-def register(family: str, backend: str) -> Callable[[_Factory], _Factory]:
+# The one place that says which backends run on a GPU: their tasks take a GPU slot
+# (infra/limits.py). Offline backends do not. Real backends also mark themselves with
+# register(..., gpu=True); the names the real backends use are listed here as well so a
+# backend registered elsewhere without the flag still takes a slot.
+GPU_BACKENDS: set[tuple[str, str]] = {
+    ("segment", "sam"),
+    ("repaint", "sdxl"),
+    ("repaint", "sd-inpaint"),
+    ("caption", "llava"),
+    ("filter", "clip"),
+}
+
+
+def register(family: str, backend: str, gpu: bool = False) -> Callable[[_Factory], _Factory]:
     def deco(factory: _Factory) -> _Factory:
         _FACTORIES[(family, backend)] = factory
+        if gpu:
+            GPU_BACKENDS.add((family, backend))
         return factory
 
     return deco
+
+
+def uses_gpu(family: str, backend: str | None) -> bool:
+    """Whether a stage on this backend needs a GPU (and so a GPU slot)."""
+    _register_builtin()
+    return (family, backend) in GPU_BACKENDS
 
 
 def backends(family: str) -> list[str]:

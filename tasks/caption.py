@@ -16,6 +16,7 @@ from prefect import task
 from infra import progress
 from infra.caching import STAGE_CACHE
 from infra.errors import BadInput
+from infra.limits import gpu_slot
 from infra.storage import join, read_rgb
 from models import registry
 from tasks.common import each_sample
@@ -85,4 +86,5 @@ def describe_samples(samples: list[Sample], config: DatasetConfig, out: str, mod
 
 @task(name="caption", cache_policy=STAGE_CACHE, persist_result=True)
 def caption_task(samples: list[Sample], config: DatasetConfig, out: str | None = None) -> list[Sample]:
-    return caption_samples(samples, config, out)
+    with gpu_slot("caption", config.stages.caption.backend):
+        return caption_samples(samples, config, out)

@@ -22,11 +22,11 @@ import numpy as np
 from prefect import task
 
 from infra.caching import STAGE_CACHE
-from infra.storage import join, read_mask, read_rgb
+from infra.errors import BadInput
+from infra.limits import gpu_slot
+from infra.storage import join, read_input, read_mask, read_rgb
 from tasks.caption import missing_tokens
 from tasks.common import each_sample
-from infra.errors import BadInput
-from infra.storage import read_input
 from tasks.records import Concept, FilterConfig, Reason, Sample
 
 STAGE = "filter"
@@ -159,4 +159,5 @@ def filter_samples(samples: list[Sample], out: str, limits: FilterConfig, concep
 
 @task(name="filter", cache_policy=STAGE_CACHE, persist_result=True)
 def filter_task(samples: list[Sample], out: str, limits: FilterConfig, concepts: list[Concept] | None = None) -> list[Sample]:
-    return filter_samples(samples, out, limits, concepts)
+    with gpu_slot("filter", limits.backend):
+        return filter_samples(samples, out, limits, concepts)

@@ -371,6 +371,26 @@ class RunConfig(Record):
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
     cache: bool = True
+    runner: "RunnerConfig" = Field(default_factory=lambda: RunnerConfig(), description="where tasks run (infra/runners.py)")
+    gpu_slots: int = Field(
+        default=1, ge=1, le=64,
+        description="GPU tasks at once per worker machine (a Prefect global concurrency limit, infra/limits.py)",
+    )
+    result_storage: str | None = Field(
+        default=None,
+        description="cached task results: a saved block slug (remote-file-system/NAME) or a URI; "
+        "default {out}/.cache/prefect-results (env GEN4GEN_RESULT_STORAGE overrides the default)",
+    )
+
+
+class RunnerConfig(Record):
+    """The task runner: a thread pool in the flow's process (default), a Dask cluster (local,
+    or a scheduler's address), or Ray (needs prefect-ray; GPUs requested per GPU task)."""
+
+    kind: Literal["threads", "dask", "ray"] = "threads"
+    address: str | None = Field(default=None, description="dask scheduler (tcp://host:8786) or ray address; none: a local cluster")
+    workers: int | None = Field(default=None, ge=1, le=1024, description="local cluster workers (default run.workers)")
+    gpus_per_task: float = Field(default=1.0, gt=0, description="ray: GPUs reserved by each GPU task")
 
 
 class ReviewConfig(Record):

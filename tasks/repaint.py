@@ -11,6 +11,7 @@ from prefect import task
 
 from infra.caching import STAGE_CACHE
 from infra.storage import join, read_mask, read_rgb, write_png
+from infra.limits import gpu_slot
 from models import registry
 from tasks.common import each_batch, each_sample, stage_path
 from tasks.records import Sample, StageConfig
@@ -66,4 +67,5 @@ def repaint_samples(samples: list[Sample], out: str, stage: StageConfig) -> list
 
 @task(name="repaint", cache_policy=STAGE_CACHE, persist_result=True)
 def repaint_task(samples: list[Sample], out: str, stage: StageConfig) -> list[Sample]:
-    return repaint_samples(samples, out, stage)
+    with gpu_slot("repaint", stage.backend):
+        return repaint_samples(samples, out, stage)

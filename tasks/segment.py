@@ -14,6 +14,7 @@ from prefect import task
 from infra.caching import STAGE_CACHE
 from infra.errors import BadInput
 from infra.storage import decode_image, exists, join, read_bytes, read_input, sha256, to_rgb_alpha, write_bytes, write_png
+from infra.limits import gpu_slot
 from models import registry
 from tasks.common import code_hash, digest
 from tasks.records import Concept, Cutout, Reason, StageConfig
@@ -98,4 +99,5 @@ def cutouts_by_photo(cutouts: dict[str, list[Cutout]], concepts: list[str]) -> d
 
 @task(name="segment", cache_policy=STAGE_CACHE, persist_result=True)
 def segment_task(concept: Concept, out: str, stage: StageConfig) -> list[Cutout]:
-    return segment_concept(concept, out, stage)
+    with gpu_slot("segment", stage.backend):
+        return segment_concept(concept, out, stage)
