@@ -13,7 +13,8 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from tasks.checkpoint import CheckpointInfo
-from tasks.train import TrainConfig, TrainResult, train_task
+from infra.storage import join
+from tasks.train import TrainConfig, TrainResult, read_training_set, run_id, train_task
 
 LANDED_EVENT = "checkpoint.landed"
 
@@ -30,8 +31,22 @@ def announce(uri: str, info: CheckpointInfo) -> None:
 
 
 @flow(name="train", log_prints=True)
-def train(config: TrainConfig | dict) -> TrainResult:
-    cfg = config if isinstance(config, TrainConfig) else TrainConfig.model_validate(config)
+def train(
+    config: TrainConfig | dict | None = None,
+    dataset: str | None = None,
+    out: str | None = None,
+    runs: str | None = None,
+) -> TrainResult:
+    """Train on `config`; `dataset` and `out` replace its fields when given. `runs` (instead
+    of `out`) is a folder of runs: the run goes to `{runs}/{run id}`, so a deployment
+    triggered by every `dataset.published` event trains each new dataset version in a new
+    folder (a run's folder refuses checkpoints of another dataset version)."""
+    raw = config.model_dump() if isinstance(config, TrainConfig) else dict(config or {})
+    raw |= {k: v for k, v in {"dataset": dataset, "out": out}.items() if v is not None}
+    if runs is not None and out is None:
+        probe = TrainConfig.model_validate({**raw, "out": runs})
+        raw["out"] = join(runs, run_id(probe, read_training_set(probe.dataset, probe.compositions)))
+    cfg = TrainConfig.model_validate(raw)
     result = train_task(cfg, on_checkpoint=announce)
     log = get_run_logger()
     if result.resumed_from:

@@ -64,6 +64,19 @@ def test_flow_writes_checkpoints_and_announces_each(dataset, base, tmp_path):
     assert last["dataset_version"] == info.dataset_version and last["resource"] == f"gen4gen.checkpoint.{result.run}.2"
 
 
+def test_a_triggered_run_gets_its_own_folder_under_runs(dataset, base, tmp_path):
+    """As the on-dataset deployment calls it: the event's dataset URI and a runs folder;
+    the run lands in {runs}/{run id}, and settings that make another run, another folder."""
+    from flows.train import train
+
+    settings = {"base_model": base, "steps": 1, "batch_size": 1, "resolution": 64}
+    runs = str(tmp_path / "runs")
+    first = train(settings, dataset=dataset, runs=runs)
+    assert first.latest.removeprefix("file://").startswith(f"{runs}/{first.run}/checkpoints/")
+    other = train({**settings, "learning_rate": 2e-5}, dataset=dataset, runs=runs)
+    assert other.run != first.run and other.latest.removeprefix("file://").startswith(f"{runs}/{other.run}/")
+
+
 def test_cli_run_killed_and_restarted_resumes_from_its_last_checkpoint(dataset, base, tmp_path):
     from diffusers import StableDiffusionPipeline
     from prefect.settings import PREFECT_API_URL

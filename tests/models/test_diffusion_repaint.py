@@ -14,16 +14,7 @@ from models.diffusion_repaint import DiffusionRepainter  # noqa: E402
 from tests.tiny.sd import tiny_sd, tiny_sd_inpaint  # noqa: E402
 from tests.tiny.sdxl import tiny_sdxl_inpaint  # noqa: E402
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: one torch thread is many times faster than two
-    (with other processes busy, two threads mostly wait for each other)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Small and few: 64 px pipelines, 4 steps (the refiner takes the last quarter).

@@ -16,16 +16,7 @@ from tasks.segment import segment_concept  # noqa: E402
 from tests.tiny.sam import tiny_sam  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: one torch thread is many times faster than two
-    (with other processes busy, two threads mostly wait for each other)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
