@@ -149,3 +149,21 @@ def tiny_run(tmp_path_factory) -> dict:
     from tests.tiny.checkpoint import tiny_run as build
 
     return build(tmp_path_factory.mktemp("tiny-run"))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where torch sees a CUDA device (skipped, with the reason,
+    on the project's CPU machines)."""
+    if not any(item.get_closest_marker("gpu") for item in items):
+        return
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(skip)
