@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
 from tasks.checkpoint import CheckpointInfo
+from infra import limits
 from infra.storage import join
 from tasks.train import TrainConfig, TrainResult, read_training_set, run_id, train_task
 
@@ -47,7 +48,8 @@ def train(
         probe = TrainConfig.model_validate({**raw, "out": runs})
         raw["out"] = join(runs, run_id(probe, read_training_set(probe.dataset, probe.compositions)))
     cfg = TrainConfig.model_validate(raw)
-    result = train_task(cfg, on_checkpoint=announce)
+    with limits.device_slot(cfg.device):
+        result = train_task(cfg, on_checkpoint=announce)
     log = get_run_logger()
     if result.resumed_from:
         log.info("resumed run %s from step %d", result.run, result.resumed_from)

@@ -70,12 +70,31 @@ def gpu_slot(family: str, backend: str | None) -> Iterator[bool]:
     if not registry.uses_gpu(family, backend):
         yield False
         return
+    with _hold():
+        yield True
+
+
+@contextlib.contextmanager
+def device_slot(device: str | None) -> Iterator[bool]:
+    """Train and evaluate run their model in the flow itself: they hold a slot of the same
+    limit while they run on a CUDA device (`auto` resolved as the models resolve it)."""
+    from models.hf import device as resolve
+
+    if not resolve(device).startswith("cuda"):
+        yield False
+        return
+    with _hold():
+        yield True
+
+
+@contextlib.contextmanager
+def _hold() -> Iterator[None]:
     from prefect.concurrency.sync import concurrency
 
     name = limit_name()
     _exists(name)
     with concurrency(name, occupy=1, strict=True):
-        yield True
+        yield
 
 
 def uses_gpu(stages) -> bool:

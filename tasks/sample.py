@@ -11,6 +11,7 @@ from __future__ import annotations
 from pydantic import Field
 from prefect import task
 
+from infra import limits
 from infra.storage import encode_png, join, sha256, write_bytes
 from models import registry
 from tasks.records import Record, SafeId
@@ -69,4 +70,5 @@ def sample_composition(checkpoint: str, prompts: PromptSet, composition: str, mo
 
 @task(name="sample")
 def sample_task(checkpoint: str, prompts: PromptSet, composition: str, model: dict) -> list[EvalImage]:
-    return sample_composition(checkpoint, prompts, composition, model)
+    with limits.device_slot(model.get("device")):
+        return sample_composition(checkpoint, prompts, composition, model)

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import task
 from pydantic import Field
 
+from infra import limits
 from infra.artifacts import artifact_key
 from infra.errors import BadInput
 from infra.storage import exists, join, read_bytes, signed_url, write_bytes
@@ -288,4 +289,5 @@ def score_composition(checkpoint: str, prompts: PromptSet, images: list[EvalImag
 
 @task(name="score")
 def score_task(checkpoint: str, prompts: PromptSet, images: list[EvalImage]) -> list[ScoredImage]:
-    return score_composition(checkpoint, prompts, images)
+    with limits.device_slot((prompts.vision.get("clip") or {}).get("device", "auto")):
+        return score_composition(checkpoint, prompts, images)

@@ -115,3 +115,14 @@ def test_gpu_knowledge_lives_in_the_registry():
 
 def test_limit_names_are_safe_for_the_server():
     assert limits.limit_name("gpu node/1 & 2") == "gen4gen-gpu-gpu-node-1-2"
+
+
+def test_train_and_evaluate_take_no_gpu_slot_on_the_cpu():
+    """Their models run in the flow's own tasks: a slot only when the device is CUDA."""
+    from infra.limits import device_slot
+
+    with device_slot("cpu") as held:
+        assert held is False
+    with pytest.raises(ValueError, match="no CUDA device"):
+        with device_slot("cuda"):
+            pass
