@@ -9,17 +9,14 @@ the sample's record, which stays alive.
 
 from __future__ import annotations
 
-import time
-
 from prefect import task
 
-from infra import progress
 from infra.caching import STAGE_CACHE
 from infra.errors import BadInput
 from infra.limits import gpu_slot
 from infra.storage import join, read_rgb
 from models import registry
-from tasks.common import each_sample
+from tasks.common import each_batch, each_sample
 from tasks.records import DatasetConfig, Reason, Sample
 
 STAGE = "caption"
@@ -52,36 +49,29 @@ def caption_samples(samples: list[Sample], config: DatasetConfig, out: str | Non
 
 
 def describe_samples(samples: list[Sample], config: DatasetConfig, out: str, model) -> list[Sample]:
-    """Caption with a model that looks at the images, `model.batch_size` images at a time.
+    """Caption with a model that looks at the images, `model.batch_size` images at a time
+    (`each_batch`: copies, a bad input fails only its sample, other errors propagate so the
+    task is retried, each sample's seconds are its batch's share)."""
 
-    Like `each_sample`: works on copies, a bad input fails only its sample, and any other
-    error propagates so the task is retried. Each sample's seconds are its batch's share.
-    """
-    samples = [s.model_copy(deep=True) for s in samples]
-    live = [s for s in samples if s.alive]
-    size = max(1, int(getattr(model, "batch_size", 1)))
-    for start in range(0, len(live), size):
-        began = time.perf_counter()
-        batch, images = [], []
-        for sample in live[start : start + size]:
+    def batch(chunk: list[Sample]) -> None:
+        readable, images = [], []
+        for sample in chunk:
             try:
                 images.append(read_rgb(join(out, sample.paths["repaint"])))
-                batch.append(sample)
-            except BadInput as err:
+                readable.append(sample)
+            except BadInput as err:  # known per sample: fail it here, caption the rest
                 sample.fail(err.code, STAGE, str(err))
-        if batch:
-            results = model.caption_images(
-                images, [objects_of(s, config) for s in batch], [s.plan.scene for s in batch], [s.plan.seed for s in batch]
-            )
-            for sample, result in zip(batch, results):
-                sample.caption = result.text
-                sample.notes.extend(Reason(code=code, stage=STAGE, detail=detail) for code, detail in result.notes)
-        share = round((time.perf_counter() - began) / max(1, len(live[start : start + size])), 4)
-        for sample in live[start : start + size]:
-            sample.seconds[STAGE] = share
-    if samples:
-        progress.advance(samples[0].composition, STAGE, len(samples))
-    return samples
+        if not readable:
+            return
+        results = model.caption_images(
+            images, [objects_of(s, config) for s in readable], [s.plan.scene for s in readable],
+            [s.plan.seed for s in readable],
+        )
+        for sample, result in zip(readable, results):
+            sample.caption = result.text
+            sample.notes.extend(Reason(code=code, stage=STAGE, detail=detail) for code, detail in result.notes)
+
+    return each_batch(samples, STAGE, int(getattr(model, "batch_size", 1)), batch)
 
 
 @task(name="caption", cache_policy=STAGE_CACHE, persist_result=True)
