@@ -13,12 +13,34 @@ from tests.tiny.tokenizer import VOCAB_SIZE, clip_tokenizer
 CROSS_DIM = 32
 
 
+def text_config(hidden: int, **extra):
+    """A tiny CLIP text encoder's config on CLIP's real vocabulary (SD's and SDXL's)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=hidden, intermediate_size=37, num_attention_heads=4,
+        num_hidden_layers=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+        pad_token_id=49407, **extra,
+    )
+
+
+def tiny_vae(**extra):
+    """A tiny AutoencoderKL with the real x8 downsampling (four blocks)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(16, 16, 16, 16), in_channels=3, out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=64, **extra,
+    )
+
+
 def sd_components(folder: str | Path, in_channels: int = 4, seed: int = 0) -> dict:
     """The components of a tiny SD 1.5 pipeline (text-to-image by default, 9 input
     channels for inpainting)."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -33,30 +55,8 @@ def sd_components(folder: str | Path, in_channels: int = 4, seed: int = 0) -> di
         attention_head_dim=8,
         norm_num_groups=16,
     )
-    vae = AutoencoderKL(
-        block_out_channels=(16, 16, 16, 16),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=VOCAB_SIZE,
-            hidden_size=CROSS_DIM,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
-    )
+    vae = tiny_vae()
+    text_encoder = CLIPTextModel(text_config(CROSS_DIM))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     tokenizer = clip_tokenizer(Path(folder) / "_tokenizer")

@@ -13,21 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.tiny.tokenizer import VOCAB_SIZE, clip_tokenizer
+from tests.tiny.sd import text_config, tiny_vae
+from tests.tiny.tokenizer import clip_tokenizer
 
 HIDDEN_1 = 32  # text encoder 1 (CLIP ViT-L in the real model: 768)
 HIDDEN_2 = 32  # text encoder 2 (OpenCLIP bigG: 1280), also its projection size
 TIME_DIM = 8  # addition_time_embed_dim (256 in the real models)
-
-
-def _text_config(hidden: int, **extra):
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        vocab_size=VOCAB_SIZE, hidden_size=hidden, intermediate_size=37, num_attention_heads=4,
-        num_hidden_layers=2, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
-        pad_token_id=49407, **extra,
-    )
 
 
 def _unet(in_channels: int, cross_dim: int, time_ids: int, text_embed: int, seed: int):
@@ -56,21 +47,16 @@ def _unet(in_channels: int, cross_dim: int, time_ids: int, text_embed: int, seed
 
 def sdxl_components(folder: str | Path, seed: int = 0) -> dict:
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler
+    from diffusers import EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(folder)
     unet = _unet(9, HIDDEN_1 + HIDDEN_2, 6, HIDDEN_2, seed)
     torch.manual_seed(seed + 1)
-    vae = AutoencoderKL(
-        block_out_channels=(16, 16, 16, 16), in_channels=3, out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4, layers_per_block=1, norm_num_groups=8, sample_size=64,
-        scaling_factor=0.13025,
-    )
+    vae = tiny_vae(scaling_factor=0.13025)
     torch.manual_seed(seed + 2)
-    text_encoder = CLIPTextModel(_text_config(HIDDEN_1))
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(HIDDEN_2, projection_dim=HIDDEN_2))
+    text_encoder = CLIPTextModel(text_config(HIDDEN_1))
+    text_encoder_2 = CLIPTextModelWithProjection(text_config(HIDDEN_2, projection_dim=HIDDEN_2))
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                        steps_offset=1, timestep_spacing="leading")
     tokenizer = clip_tokenizer(folder / "_tokenizer")
