@@ -39,7 +39,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from models.llava import LlavaCaptioner
+    from gen4gen.models.llava import LlavaCaptioner
 
     model = args.model
     if args.tiny:

@@ -51,7 +51,7 @@ def run(path: Path, out: Path, env: dict, kill_after: float | None) -> tuple[boo
     """Run the CLI; returns (finished, seconds). Kills the process group after kill_after."""
     start = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "generate", str(path), "--out", str(out)],
+        [sys.executable, "-m", "gen4gen.flows.cli", "generate", str(path), "--out", str(out)],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=3)
     args = parser.parse_args()
-    from tasks.verify import fingerprint, problems
+    from gen4gen.tasks.verify import fingerprint, problems
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -92,8 +92,8 @@ def main() -> None:
 
     import torch
 
-    from models import hf, registry
-    from tasks.score import score_images
+    from gen4gen.models import hf, registry
+    from gen4gen.models.score import score_images
 
     device, dtype = hf.placement({"device": args.device, "dtype": args.dtype})
     tmp = Path(tempfile.mkdtemp(prefix="eval-speed-"))

@@ -274,7 +274,7 @@ def main(argv=None) -> int:
     import torch
     from diffusers.utils import logging as diffusers_logging
 
-    from models.diffusion_repaint import DiffusionRepainter
+    from gen4gen.models.diffusion_repaint import DiffusionRepainter
     from tests.tiny.tokenizer import clip_tokenizer
 
     diffusers_logging.set_verbosity_error()  # a dtype notice per VAE call drowns the table

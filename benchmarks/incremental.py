@@ -35,9 +35,9 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.generate import run_generate
-    from infra import progress
-    from infra.config import load_config
+    from gen4gen.flows.generate import run_generate
+    from gen4gen.infra import progress
+    from gen4gen.infra.config import load_config
 
     config = load_config(args.config)
     samples, canvas = (1, 128) if args.tiny else (args.samples, config.canvas)

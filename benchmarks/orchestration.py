@@ -31,14 +31,14 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 def direct(config, out: str) -> int:
     """The stages called in a plain loop: what the flow does, without Prefect."""
-    from tasks.caption import caption_samples
-    from tasks.composite import composite_samples
-    from tasks.filter import filter_samples
-    from tasks.gallery import gallery_markdown
-    from tasks.plan import plan_dataset
-    from tasks.publish import collect_composition, publish_dataset
-    from tasks.repaint import repaint_samples
-    from tasks.segment import cutouts_by_photo, segment_concept
+    from gen4gen.tasks.caption import caption_samples
+    from gen4gen.tasks.composite import composite_samples
+    from gen4gen.tasks.filter import filter_samples
+    from gen4gen.tasks.gallery import gallery_markdown
+    from gen4gen.tasks.plan import plan_dataset
+    from gen4gen.tasks.publish import collect_composition, publish_dataset
+    from gen4gen.tasks.repaint import repaint_samples
+    from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
 
     cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts}
     planned = plan_dataset(config, cutouts)
@@ -74,7 +74,7 @@ def timed(fn, *args) -> tuple[float, object]:
 def peak_rss_of_demo(config_path: str, samples: int) -> float:
     """Peak resident memory (GB) of the largest process of a `gen4gen generate` run."""
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "flows.cli", "generate", config_path, "--out", f"{tmp}/demo", "--samples", str(samples)]
+        cmd = [sys.executable, "-m", "gen4gen.flows.cli", "generate", config_path, "--out", f"{tmp}/demo", "--samples", str(samples)]
         subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
 
@@ -88,8 +88,8 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.generate import run_generate
-    from infra.config import load_config
+    from gen4gen.flows.generate import run_generate
+    from gen4gen.infra.config import load_config
 
     config = with_samples(load_config(args.config), args.samples)
     n = sum(c.samples for c in config.compositions)

@@ -84,9 +84,9 @@ def peak_memory_gb(device: str) -> tuple[float, str]:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from models import hf
-    from models.custom_diffusion import CustomDiffusion
-    from tasks.train import make_optimizer, optimizer_step
+    from gen4gen.models import hf
+    from gen4gen.models.custom_diffusion import CustomDiffusion
+    from gen4gen.tasks.train import make_optimizer, optimizer_step
 
     device = hf.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]

@@ -20,7 +20,7 @@ DEFAULT_SAMPLES = 8
 
 def composition_id(concepts: list[str], used: set[str], number: int) -> str:
     """The concept ids joined by '-', when that makes a valid, unused id; else a numbered one."""
-    from tasks.records import Composition
+    from gen4gen.infra.records import Composition
 
     for candidate in ("-".join(concepts)[:64], f"proposal-{number}"):
         try:
@@ -37,7 +37,7 @@ def composition_id(concepts: list[str], used: set[str], number: int) -> str:
 
 def render(proposals, taken_ids: set[str], source: str) -> str:
     """YAML for the proposals, each with the endpoint's reason as a comment above it."""
-    from tasks.records import Composition
+    from gen4gen.infra.records import Composition
 
     used = set(taken_ids)
     lines = [f"# Compositions proposed by {source} (gen4gen associate); paste under `compositions:`.", "compositions:"]
@@ -56,10 +56,10 @@ def render(proposals, taken_ids: set[str], source: str) -> str:
 def associate_command(config: str, most: int, out: str | None) -> int:
     """Exit 0 with the YAML written, 1 when the endpoint gives no valid answer, 2 for an
     unusable recipe or option."""
-    from infra.storage import read_bytes, resolve, write_bytes
-    from models import registry
-    from models.llm_planner import AnswerRejected
-    from tasks.records import Concept, StageConfig
+    from gen4gen.infra.storage import read_bytes, resolve, write_bytes
+    from gen4gen.models import registry
+    from gen4gen.models.llm_planner import AnswerRejected
+    from gen4gen.infra.records import Concept, StageConfig
 
     try:
         raw = yaml.safe_load(read_bytes(config).decode("utf-8"))

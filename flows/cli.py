@@ -20,6 +20,8 @@ import os
 import sys
 import time
 
+from gen4gen.infra.config import shipped
+
 
 def _quiet_prefect(verbose: bool) -> None:
     # Set before Prefect is imported: its settings are read once.
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     trn.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     ev = sub.add_parser("evaluate", help="score a training checkpoint on held-out prompts (CP-CLIP, TI-CLIP)")
     ev.add_argument("--checkpoint", required=True, help="checkpoint folder URI (.../checkpoints/step-NNNNNN)")
-    ev.add_argument("--prompts", default="configs/eval/demo.yaml", help="prompt set (YAML; default: the demo's)")
+    ev.add_argument("--prompts", default=shipped("eval/demo.yaml"), help="prompt set (YAML; default: the demo's, shipped in the package: %(default)s)")
     ev.add_argument("--samples", type=int, help="images per prompt (a quick preview)")
     ev.add_argument("--device", default="auto", help="where the personalised model runs (auto, cpu, cuda)")
     ev.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         return _verify(args)
     if args.command == "associate":
-        from flows.associate import associate_command
+        from gen4gen.flows.associate import associate_command
 
         return associate_command(args.config, args.max, args.out)
     _quiet_prefect(args.verbose)
@@ -113,11 +115,11 @@ def _train(args: argparse.Namespace) -> int:
     """Exit 0 with the last checkpoint's URI printed, 1 when training failed, 2 for bad input."""
     from rich.console import Console
 
-    from infra.errors import BadInput
+    from gen4gen.infra.errors import BadInput
 
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     try:
-        from tasks.train import TrainConfig, steps_needed
+        from gen4gen.tasks.train import TrainConfig, steps_needed
 
         options = {
             "base_model": args.base, "base_revision": args.revision, "steps": args.steps,
@@ -142,8 +144,8 @@ def _train(args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from flows.train import train
-    from infra import progress
+    from gen4gen.flows.train import train
+    from gen4gen.infra import progress
 
     start = time.perf_counter()
     with Progress(
@@ -169,16 +171,16 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """Exit 0 with the results table printed, 2 for an unusable checkpoint or prompt set,
     1 when the run failed."""
-    from flows.evaluate import EvaluationError, check_inputs
+    from gen4gen.flows.evaluate import EvaluationError, check_inputs
 
     try:
         check_inputs(args.checkpoint, args.prompts)
     except EvaluationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from flows.evaluate import evaluate
-    from tasks.summarise import Results, comparison_rows, result_rows, text_table
-    from infra.storage import read_bytes
+    from gen4gen.flows.evaluate import evaluate
+    from gen4gen.tasks.summarise import Results, comparison_rows, result_rows, text_table
+    from gen4gen.infra.storage import read_bytes
 
     try:
         uri = evaluate(args.checkpoint, args.prompts, samples=args.samples, device=args.device)
@@ -198,7 +200,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from infra import serve
+    from gen4gen.infra import serve
 
     state = Path(args.state).resolve()
     if args.stop:
@@ -208,7 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     """Exit 0 when every listed file is there with its hash and the counts agree, else 1."""
-    from tasks.verify import problems
+    from gen4gen.tasks.verify import problems
 
     found = problems(args.dataset)
     for line in found:
@@ -219,9 +221,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     """Exit 0 with the page written, 2 when a dataset or the decisions file cannot be used."""
-    from infra.errors import BadInput
-    from infra.storage import resolve, write_bytes
-    from tasks.report import DecisionsError, build_report, read_decisions
+    from gen4gen.infra.errors import BadInput
+    from gen4gen.infra.storage import resolve, write_bytes
+    from gen4gen.tasks.report import DecisionsError, build_report, read_decisions
 
     try:
         ratings = read_decisions(args.decisions) if args.decisions else None
@@ -245,7 +247,7 @@ def _report(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from infra.config import ConfigError, load_config
+    from gen4gen.infra.config import ConfigError, load_config
 
     # Off a terminal (CI, pipes), keep lines whole: a path must stay greppable.
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -259,19 +261,19 @@ def _generate(args: argparse.Namespace) -> int:
             config = config.model_validate(
                 config.model_dump() | {"compositions": [c.model_dump() | {"samples": args.samples} for c in config.compositions]}
             )
-        from flows.generate import check_backends
+        from gen4gen.flows.generate import check_backends
 
         check_backends(config)
         if config.review.mode == "file":  # an unusable decisions file is a recipe error (exit 2), found before any work
-            from tasks.report import read_decisions
+            from gen4gen.tasks.report import read_decisions
 
             read_decisions(config.review.decisions)
     except (ConfigError, ValueError) as err:
         console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
         return 2
 
-    from flows.generate import run_generate
-    from infra import progress
+    from gen4gen.flows.generate import run_generate
+    from gen4gen.infra import progress
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     stages = ("composite", "repaint", "caption", "filter")

@@ -1,7 +1,7 @@
 """The evaluate flow: a checkpoint + a held-out prompt set -> results.json beside the checkpoint.
 
 read checkpoint.json -> load the prompt set (and check it against the checkpoint) ->
-per composition: sample (personalised pipeline, seeded, batched) -> score (tasks/score.py:
+per composition: sample (personalised pipeline, seeded, batched) -> score (models/score.py:
 OWL-ViT + CLIP, CP-CLIP and TI-CLIP) -> summarise (bootstrap intervals, per composition,
 by number of concepts), compare with the run's earlier checkpoints -> results.json and
 three artifacts (results table, history table, scored thumbnails). Wiring only.
@@ -18,10 +18,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.events import DeploymentEventTrigger
 
-from tasks.checkpoint import CheckpointError, normalise, read_checkpoint, siblings
-from tasks.prompts import PromptSetError, check_against, load_prompt_set, prompt_set_sha256
-from tasks.sample import sample_task
-from tasks.summarise import (
+from gen4gen.infra.config import shipped
+from gen4gen.infra.checkpoint import CheckpointError, normalise, read_checkpoint, siblings
+from gen4gen.tasks.prompts import PromptSetError, check_against, load_prompt_set, prompt_set_sha256
+from gen4gen.tasks.sample import sample_task
+from gen4gen.tasks.summarise import (
     earlier_rows,
     now,
     publish_artifacts,
@@ -33,7 +34,7 @@ from tasks.summarise import (
 
 CHECKPOINT_EVENT = "checkpoint.landed"
 DEPLOYMENT = "on-checkpoint"  # served as evaluate/on-checkpoint, as in prefect.yaml
-DEFAULT_PROMPTS = "configs/eval/demo.yaml"
+DEFAULT_PROMPTS = shipped("eval/demo.yaml")  # the demo's held-out prompts, shipped in the package
 
 # One evaluation per landed checkpoint: the event's payload names the checkpoint folder and
 # its step (CONTRACTS.md); the prompt set and vision options are the deployment's defaults.

@@ -14,21 +14,21 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
-from infra import artifacts, limits, runners
-from infra.caching import STAGE_CACHE, output_generation, result_storage_for
-from infra.config import load_config
-from models import registry
-from tasks.caption import caption_task
-from tasks.composite import composite_task
-from tasks.filter import filter_task
-from tasks.gallery import gallery_task
-from tasks.plan import plan_task
-from tasks.publish import collect_task, publish_task
-from tasks.records import DatasetConfig, Manifest, ReviewConfig, RunConfig
-from tasks.repaint import repaint_task
-from tasks.report import read_decisions
-from tasks.review import ask_for_decisions, decisions_for, review_task, summary, unknown_ids
-from tasks.segment import cutouts_by_photo, segment_task
+from gen4gen.infra import artifacts, limits, runners
+from gen4gen.infra.caching import STAGE_CACHE, output_generation, result_storage_for
+from gen4gen.infra.config import load_config
+from gen4gen.models import registry
+from gen4gen.tasks.caption import caption_task
+from gen4gen.tasks.composite import composite_task
+from gen4gen.tasks.filter import filter_task
+from gen4gen.tasks.gallery import gallery_task
+from gen4gen.tasks.plan import plan_task
+from gen4gen.tasks.publish import collect_task, publish_task
+from gen4gen.infra.records import DatasetConfig, Manifest, ReviewConfig, RunConfig
+from gen4gen.tasks.repaint import repaint_task
+from gen4gen.tasks.report import read_decisions
+from gen4gen.tasks.review import ask_for_decisions, decisions_for, review_task, summary, unknown_ids
+from gen4gen.tasks.segment import cutouts_by_photo, segment_task
 
 PUBLISHED_EVENT = "dataset.published"
 

@@ -1,7 +1,7 @@
 """The train flow: a published dataset version -> Custom Diffusion checkpoints + events.
 
 Wiring only: the training loop, prompts and checkpoint format live in tasks/train.py,
-tasks/checkpoint.py and models/custom_diffusion.py. Each checkpoint, once completely
+infra/checkpoint.py and models/custom_diffusion.py. Each checkpoint, once completely
 written, is announced with a `checkpoint.landed` event (CONTRACTS.md), which the evaluation
 deployment's trigger listens for. Rerunning the same flow on the same `out` resumes from
 the newest checkpoint instead of starting over.
@@ -12,10 +12,11 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from prefect.events import emit_event
 
-from tasks.checkpoint import CheckpointInfo
-from infra import limits
-from infra.storage import join
-from tasks.train import TrainConfig, TrainResult, read_training_set, run_id, train_task
+from gen4gen.infra.checkpoint import CheckpointInfo
+from gen4gen.infra import limits
+from gen4gen.models import hf
+from gen4gen.infra.storage import join
+from gen4gen.tasks.train import TrainConfig, TrainResult, read_training_set, run_id, train_task
 
 LANDED_EVENT = "checkpoint.landed"
 
@@ -48,7 +49,7 @@ def train(
         probe = TrainConfig.model_validate({**raw, "out": runs})
         raw["out"] = join(runs, run_id(probe, read_training_set(probe.dataset, probe.compositions)))
     cfg = TrainConfig.model_validate(raw)
-    with limits.device_slot(cfg.device):
+    with limits.device_slot(hf.device(cfg.device)):
         result = train_task(cfg, on_checkpoint=announce)
     log = get_run_logger()
     if result.resumed_from:

@@ -17,7 +17,7 @@ from prefect.artifacts import (
 )
 from prefect.futures import PrefectFuture, as_completed
 
-from tasks.records import CompositionStats, DatasetConfig, Manifest
+from gen4gen.infra.records import CompositionStats, DatasetConfig, Manifest
 
 
 def artifact_key(*parts: str) -> str:

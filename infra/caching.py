@@ -61,7 +61,7 @@ def output_generation(out: str) -> str:
     """
     import uuid
 
-    from infra.storage import exists, join, read_bytes, write_bytes
+    from gen4gen.infra.storage import exists, join, read_bytes, write_bytes
 
     uri = join(out, GENERATION)
     if not exists(uri):
@@ -93,7 +93,7 @@ def result_storage_for(out: str, setting: str | None = None) -> "str | Path | No
     dataset then also forgets its cache, so a cache hit never points at files that are gone.
     Credentials are never part of a block we build: s3fs reads them from the environment.
     """
-    from infra.storage import join, resolve
+    from gen4gen.infra.storage import join, resolve
 
     setting = setting or os.environ.get(RESULTS_ENV) or None
     if setting and "://" not in setting and not setting.startswith(("/", ".", "~")):

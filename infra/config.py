@@ -5,12 +5,21 @@ from __future__ import annotations
 import yaml
 from pydantic import ValidationError
 
-from infra.storage import read_bytes, resolve
-from tasks.records import DatasetConfig
+from gen4gen.infra.storage import read_bytes, resolve
+from gen4gen.infra.records import DatasetConfig
 
 
 class ConfigError(ValueError):
     """A recipe that cannot be used; the message names the file, the field and the value."""
+
+
+def shipped(name: str) -> str:
+    """The file:// URI of a recipe or prompt set shipped in the package (`configs/` in the
+    repo, `gen4gen.configs` installed), e.g. shipped("eval/demo.yaml"); found from any
+    working directory."""
+    from importlib.resources import files
+
+    return resolve(str(files("gen4gen.configs").joinpath(name)))
 
 
 def load_config(uri: str, out: str | None = None) -> DatasetConfig:

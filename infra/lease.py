@@ -22,8 +22,8 @@ import uuid
 from contextlib import contextmanager
 from typing import Iterator
 
-from infra.errors import BadInput
-from infra.storage import exists, join, local_path, read_bytes, remove, write_bytes
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import exists, join, local_path, read_bytes, remove, write_bytes
 
 LEASE = ".lease"
 

@@ -1,6 +1,6 @@
 """GPU slots: at most `run.gpu_slots` GPU tasks at once on each worker machine.
 
-A task whose stage runs on a GPU backend (models/registry.py: GPU_BACKENDS) holds one slot
+A task whose stage runs on a GPU backend (its stage declaration says so, tasks/stage.py) holds one slot
 of a Prefect global concurrency limit named after its worker, as in Prefect's per-worker
 task concurrency example: the server coordinates the slots, so the limit holds across the
 flow runs (separate processes) a worker runs side by side and across Dask workers, while
@@ -18,8 +18,6 @@ import re
 import socket
 import threading
 from typing import Iterator
-
-from models import registry
 
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -65,9 +63,10 @@ def _exists(name: str) -> None:
 
 
 @contextlib.contextmanager
-def gpu_slot(family: str, backend: str | None) -> Iterator[bool]:
-    """Hold a GPU slot while the body runs when (family, backend) uses a GPU; yields whether it did."""
-    if not registry.uses_gpu(family, backend):
+def gpu_slot(needed: bool) -> Iterator[bool]:
+    """Hold a GPU slot while the body runs when `needed` (the stage's backend is on a GPU);
+    yields whether it did."""
+    if not needed:
         yield False
         return
     with _hold():
@@ -75,12 +74,10 @@ def gpu_slot(family: str, backend: str | None) -> Iterator[bool]:
 
 
 @contextlib.contextmanager
-def device_slot(device: str | None) -> Iterator[bool]:
+def device_slot(device: str) -> Iterator[bool]:
     """Train and evaluate run their model in the flow itself: they hold a slot of the same
-    limit while they run on a CUDA device (`auto` resolved as the models resolve it)."""
-    from models.hf import device as resolve
-
-    if not resolve(device).startswith("cuda"):
+    limit while they run on a CUDA device (`device` as resolved by models/hf.py)."""
+    if not device.startswith("cuda"):
         yield False
         return
     with _hold():
@@ -97,15 +94,10 @@ def _hold() -> Iterator[None]:
         yield
 
 
-def uses_gpu(stages) -> bool:
-    """Whether any stage of a recipe's StagesConfig runs on a GPU backend."""
-    return any(registry.uses_gpu(f, getattr(getattr(stages, f), "backend", None)) for f in ("plan", "segment", "repaint", "caption", "filter"))
-
-
-def submitting(run, family: str, backend: str | None):
+def submitting(run, gpu: bool):
     """Context for submitting a stage's task: on Ray, a GPU stage asks for GPUs per task
     (prefect-ray's remote_options); elsewhere nothing (the slot is taken inside the task)."""
-    if run.runner.kind != "ray" or not registry.uses_gpu(family, backend):
+    if run.runner.kind != "ray" or not gpu:
         return contextlib.nullcontext()
     from prefect_ray.context import remote_options
 

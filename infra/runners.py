@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.records import RunConfig
+from gen4gen.infra.records import RunConfig
 
 
 class RunnerMissing(RuntimeError):

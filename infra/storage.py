@@ -25,7 +25,7 @@ import fsspec
 import numpy as np
 from PIL import Image, ImageOps
 
-from infra.errors import BadInput
+from gen4gen.infra.errors import BadInput
 
 # A decompression bomb is refused before decoding: 64 megapixels is far above any photo
 # a concept needs and far below what would exhaust memory.

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models import hf
+from gen4gen.models import hf
 
 
 def load_components(options: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +168,7 @@ class CustomDiffusion:
 
     def attention_state(self) -> dict[str, torch.Tensor]:
         """Every attention processor of the UNet by name: k/v weights for the trained
-        ones, an empty tensor for the others (see tasks/checkpoint.py)."""
+        ones, an empty tensor for the others (see infra/checkpoint.py)."""
         state: dict[str, torch.Tensor] = {}
         for name in self.unet.attn_processors:
             proc = self.processors.get(name)

@@ -43,10 +43,10 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from infra.errors import BadInput
-from models import hf
-from models.options import Options, parse
-from models.repainter import OfflineRepainter
+from gen4gen.infra.errors import BadInput
+from gen4gen.models import hf
+from gen4gen.models.options import Options, parse
+from gen4gen.models.repainter import OfflineRepainter
 
 # Against the artefacts inpainting tends to make; kept under CLIP's 77 tokens (the paper's
 # own list is longer and gets truncated).

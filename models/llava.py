@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from models import hf
-from models.captioner import (
+from gen4gen.models import hf
+from gen4gen.models.captioner import (
     CLIP_MAX_TOKENS,
     DEFAULT_SYNONYMS,
     OPENINGS,

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator
 
-from models.planner import SMALLEST_RATIO, OfflinePlanner, PlannedObject
-from tasks.records import MAX_CONCEPTS, MIN_CONCEPTS, box_iou
+from gen4gen.models.planner import SMALLEST_RATIO, OfflinePlanner, PlannedObject
+from gen4gen.infra.records import MAX_CONCEPTS, MIN_CONCEPTS, box_iou
 
 SYSTEM = (
     "You are a bounding box generator. Given a canvas size, a list of objects and a scene, "

@@ -2,7 +2,7 @@
 
 The base model (hub id at a revision, or a local folder) loads with diffusers'
 `StableDiffusionPipeline.from_pretrained`; the checkpoint goes in through the one loader of
-the checkpoint contract, `tasks/checkpoint.py: load_into` (diffusers' own
+the checkpoint contract, `infra/checkpoint.py: load_into` (diffusers' own
 `unet.load_attn_procs` for the k/v weights, `load_textual_inversion` per token; it passes
 `_pipeline=` because diffusers 0.42 otherwise leaves the UNet unchanged without a word,
 huggingface/diffusers#9320, and checks that the processors really changed). A checkpoint
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from models import hf
+from gen4gen.models import hf
 
 
 class PersonalisedPipeline:
@@ -25,7 +25,7 @@ class PersonalisedPipeline:
         import torch
         from diffusers import StableDiffusionPipeline
 
-        from tasks.checkpoint import load_into
+        from gen4gen.infra.checkpoint import load_into
 
         on, dt = hf.placement({"device": device, "dtype": dtype})
         src = hf.source({"model": base_model, "revision": base_revision}, what="evaluation base model")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.scenes import DEFAULT_SCENES, scenes_for
-from models.scenes import scene as scene_of
-from tasks.records import box_iou
+from gen4gen.models.scenes import DEFAULT_SCENES, scenes_for
+from gen4gen.models.scenes import scene as scene_of
+from gen4gen.infra.records import box_iou
 
 # Category -> (typical real-world height in metres, width / height of the object).
 # Only the ratios between categories matter; unknown categories get DEFAULT_PRIOR.

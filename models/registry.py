@@ -1,68 +1,139 @@
-"""Load each model once per worker process, whatever the number of tasks that use it.
+"""Every model backend declared once, and loaded once per worker process.
 
-A stage asks `load(family, backend, options)`; the first call builds the model, later
-calls with the same arguments get the same object. A lock guards the build because the
-default Prefect task runner is a thread pool: two compositions starting together must not
-load a multi-gigabyte model twice. Real backends (SAM, SDXL, LLaVA...) register here too.
+A backend is declared by a row of `BACKENDS`: its family (the stage that uses it), its
+name (what a recipe writes), the class that implements its family's Protocol
+(models/contracts.py), whether it runs on a GPU, and which modules are its code (their
+source is its code version, part of the cache key of what it makes). The class is
+imported only when the backend is first loaded, so importing the registry never pulls in
+torch or diffusers.
+
+`load(family, backend, options)` builds the model at most once per process under a lock
+(the default Prefect task runner is a thread pool: two compositions starting together
+must not load a multi-gigabyte model twice); later calls get the same object.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
 import json
 import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable
 
 _Factory = Callable[..., Any]
-_FACTORIES: dict[tuple[str, str], _Factory] = {}
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One model backend: what a recipe names, what implements it, what it needs."""
+
+    family: str
+    name: str
+    target: str = ""  # "module:Class" implementing the family's Protocol
+    gpu: bool = False  # its stage holds a GPU slot and its weights count against the budget
+    code: tuple[str, ...] = ()  # more modules whose source changes what it makes
+    args: tuple[Any, ...] = ()  # positional arguments before the recipe's options
+    factory: _Factory | None = field(default=None, compare=False)  # instead of target (tests)
+
+    def build(self, options: dict[str, Any]) -> Any:
+        if self.factory is not None:
+            return self.factory(*self.args, **options)
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)(*self.args, **options)
+
+    def modules(self) -> tuple[str, ...]:
+        own = (self.target.partition(":")[0],) if self.target else ()
+        return own + self.code
+
+
+M = "gen4gen.models."
+BACKENDS: dict[tuple[str, str], Backend] = {
+    (b.family, b.name): b
+    for b in (
+        Backend("plan", "offline", M + "planner:OfflinePlanner", code=(M + "scenes",)),
+        Backend("plan", "openai", M + "llm_planner:LLMPlanner", code=(M + "planner", M + "scenes")),
+        Backend("segment", "offline", M + "segmenter:OfflineSegmenter"),
+        Backend("segment", "sam", M + "sam:SamSegmenter", gpu=True),
+        Backend("repaint", "offline", M + "repainter:OfflineRepainter", code=(M + "scenes",)),
+        Backend("repaint", "sdxl", M + "diffusion_repaint:DiffusionRepainter", gpu=True,
+                code=(M + "repainter", M + "scenes"), args=("sdxl",)),
+        Backend("repaint", "sd-inpaint", M + "diffusion_repaint:DiffusionRepainter", gpu=True,
+                code=(M + "repainter", M + "scenes"), args=("sd-inpaint",)),
+        Backend("caption", "template", M + "captioner:TemplateCaptioner"),
+        Backend("caption", "llava", M + "llava:LlavaCaptioner", gpu=True, code=(M + "captioner",)),
+        Backend("filter", "rules", M + "judge:RulesJudge"),
+        Backend("filter", "clip", M + "judge:ClipJudge", gpu=True, code=(M + "vision",)),
+        Backend("vision", "clip", M + "vision:Clip", gpu=True),
+        Backend("vision", "owlvit", M + "vision:OwlVit", gpu=True),
+        Backend("personalise", "custom-diffusion", M + "personalised:PersonalisedPipeline", gpu=True),
+    )
+}
 _LOADED: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
-# The one place that says which backends run on a GPU: their tasks take a GPU slot
-# (infra/limits.py). Offline backends do not. Real backends also mark themselves with
-# register(..., gpu=True); the names the real backends use are listed here as well so a
-# backend registered elsewhere without the flag still takes a slot.
-GPU_BACKENDS: set[tuple[str, str]] = {
-    ("segment", "sam"),
-    ("repaint", "sdxl"),
-    ("repaint", "sd-inpaint"),
-    ("caption", "llava"),
-    ("filter", "clip"),
-}
-
-
 def register(family: str, backend: str, gpu: bool = False) -> Callable[[_Factory], _Factory]:
+    """Declare a backend built by a factory function (a plugin, or a test's own model)."""
+
     def deco(factory: _Factory) -> _Factory:
-        _FACTORIES[(family, backend)] = factory
-        if gpu:
-            GPU_BACKENDS.add((family, backend))
+        BACKENDS[(family, backend)] = Backend(family, backend, gpu=gpu, factory=factory)
         return factory
 
     return deco
 
 
+def unregister(family: str, backend: str) -> None:
+    BACKENDS.pop((family, backend), None)
+
+
+def declared(family: str, backend: str) -> Backend:
+    check(family, backend)
+    return BACKENDS[(family, backend)]
+
+
 def uses_gpu(family: str, backend: str | None) -> bool:
     """Whether a stage on this backend needs a GPU (and so a GPU slot)."""
-    _register_builtin()
-    return (family, backend) in GPU_BACKENDS
+    found = BACKENDS.get((family, backend or ""))
+    return bool(found and found.gpu)
 
 
 def backends(family: str) -> list[str]:
-    _register_builtin()
-    return sorted(b for f, b in _FACTORIES if f == family)
+    return sorted(b for f, b in BACKENDS if f == family)
 
 
 def check(family: str, backend: str) -> None:
     """Raise a clear error for a backend name no one registered (a config typo)."""
-    if backend not in backends(family):
-        raise ValueError(
-            f"stages.{family}.backend: unknown backend {backend!r}; known: {backends(family)}"
-        )
+    if (family, backend) not in BACKENDS:
+        raise ValueError(f"stages.{family}.backend: unknown backend {backend!r}; known: {backends(family)}")
+
+
+def code_version(family: str, backend: str) -> str:
+    """Fingerprint of the backend's own modules (a backend declared by a factory: the
+    factory's module). Found by module name without importing anything."""
+    b = declared(family, backend)
+    modules = b.modules() or (b.factory.__module__,)
+    return _modules_hash(modules)
+
+
+def _modules_hash(modules: tuple[str, ...]) -> str:
+    return hashlib.sha256(b"".join(_module_hash(m).encode() for m in modules)).hexdigest()
+
+
+@lru_cache(maxsize=None)
+def _module_hash(module: str) -> str:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return module  # a module with no source file (a test's in-memory one): its name
+    return hashlib.sha256(module.encode() + b"\0" + Path(spec.origin).read_bytes()).hexdigest()
 
 
 def load(family: str, backend: str, options: dict[str, Any] | None = None) -> Any:
     """The model for (family, backend, options), built at most once per process."""
-    check(family, backend)
+    decl = declared(family, backend)
     options = options or {}
     key = (family, backend, json.dumps(options, sort_keys=True, default=str))
     model = _LOADED.get(key)
@@ -70,7 +141,7 @@ def load(family: str, backend: str, options: dict[str, Any] | None = None) -> An
         with _LOCK:
             model = _LOADED.get(key)
             if model is None:
-                model = _FACTORIES[(family, backend)](**options)
+                model = decl.build(options)
                 _LOADED[key] = model
     return model
 
@@ -78,86 +149,3 @@ def load(family: str, backend: str, options: dict[str, Any] | None = None) -> An
 def loaded() -> list[tuple[str, str, str]]:
     """What this process has loaded so far (for tests and diagnostics)."""
     return list(_LOADED)
-
-
-_BUILTIN_DONE = False
-
-
-def _register_builtin() -> None:
-    # Imported lazily so that importing the registry never pulls in heavy libraries.
-    global _BUILTIN_DONE
-    if _BUILTIN_DONE:
-        return
-    _BUILTIN_DONE = True
-
-    @register("plan", "offline")
-    def _planner(**opts):
-        from models.planner import OfflinePlanner
-
-        return OfflinePlanner(**opts)
-
-    @register("plan", "openai")
-    def _llm_planner(**opts):
-        from models.llm_planner import LLMPlanner
-
-        return LLMPlanner(**opts)
-
-    @register("segment", "offline")
-    def _segmenter(**opts):
-        from models.segmenter import OfflineSegmenter
-
-        return OfflineSegmenter(**opts)
-
-    @register("repaint", "offline")
-    def _repainter(**opts):
-        from models.repainter import OfflineRepainter
-
-        return OfflineRepainter(**opts)
-
-    @register("caption", "template")
-    def _captioner(**opts):
-        from models.captioner import TemplateCaptioner
-
-        return TemplateCaptioner(**opts)
-
-    @register("personalise", "custom-diffusion")
-    def _personalised(**opts):
-        from models.personalised import PersonalisedPipeline
-
-        return PersonalisedPipeline(**opts)
-
-    @register("vision", "clip")
-    def _clip(**opts):
-        from models.vision import Clip
-
-        return Clip(**opts)
-
-    @register("vision", "owlvit")
-    def _owlvit(**opts):
-        from models.vision import OwlVit
-
-        return OwlVit(**opts)
-
-    @register("caption", "llava")
-    def _llava(**opts):
-        from models.llava import LlavaCaptioner
-
-        return LlavaCaptioner(**opts)
-
-    @register("segment", "sam")
-    def _sam(**opts):
-        from models.sam import SamSegmenter
-
-        return SamSegmenter(**opts)
-
-    @register("repaint", "sdxl")
-    def _sdxl(**opts):
-        from models.diffusion_repaint import DiffusionRepainter
-
-        return DiffusionRepainter("sdxl", **opts)
-
-    @register("repaint", "sd-inpaint")
-    def _sd_inpaint(**opts):
-        from models.diffusion_repaint import DiffusionRepainter
-
-        return DiffusionRepainter("sd-inpaint", **opts)

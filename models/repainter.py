@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from models.scenes import Scene
-from models.scenes import scene as scene_of
+from gen4gen.models.scenes import Scene
+from gen4gen.models.scenes import scene as scene_of
 
 _TEX = 512  # side of every texture tile (skimage's textures are 512x512)
 _LEVELS = 7  # mip levels 512 .. 8

@@ -38,9 +38,9 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from models import hf
-from models.options import Options, parse
-from models.segmenter import _check_alpha, _check_rgb
+from gen4gen.models import hf
+from gen4gen.models.options import Options, parse
+from gen4gen.models.segmenter import _check_alpha, _check_rgb
 
 WHAT = "stages.segment (sam)"
 

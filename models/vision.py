@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from models import hf
+from gen4gen.models import hf
 
 CLIP_DEFAULTS = {"model": "ViT-B-32", "pretrained": "openai"}
 OWLVIT_DEFAULT = "google/owlvit-base-patch32"

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from prefect import task
 
-from infra.caching import STAGE_CACHE
-from infra.errors import BadInput
-from infra.limits import gpu_slot
-from infra.storage import join, read_rgb
-from models import registry
-from tasks.common import each_batch, each_sample
-from tasks.records import DatasetConfig, Reason, Sample
+from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.limits import gpu_slot
+from gen4gen.infra.storage import join, read_rgb
+from gen4gen.models import registry
+from gen4gen.tasks.common import each_batch, each_sample
+from gen4gen.infra.records import DatasetConfig, Reason, Sample
 
 STAGE = "caption"
 
@@ -76,5 +76,5 @@ def describe_samples(samples: list[Sample], config: DatasetConfig, out: str, mod
 
 @task(name="caption", cache_policy=STAGE_CACHE, persist_result=True)
 def caption_task(samples: list[Sample], config: DatasetConfig, out: str | None = None) -> list[Sample]:
-    with gpu_slot("caption", config.stages.caption.backend):
+    with gpu_slot(registry.uses_gpu("caption", config.stages.caption.backend)):
         return caption_samples(samples, config, out)

@@ -15,9 +15,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
-from infra import progress
-from infra.errors import BadInput
-from tasks.records import Sample
+from gen4gen.infra import progress
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.records import Sample
 
 
 def stage_path(composition: str, stage: str, sample: str, ext: str = "png") -> str:

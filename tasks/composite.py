@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 from prefect import task
 
-from infra.caching import STAGE_CACHE
-from infra.errors import BadInput
-from infra.storage import join, read_mask, read_photo, write_png
-from tasks.common import each_sample, stage_path
-from tasks.records import Box, Cutout, Sample, box_iou
+from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import join, read_mask, read_photo, write_png
+from gen4gen.tasks.common import each_sample, stage_path
+from gen4gen.infra.records import Box, Cutout, Sample, box_iou
 
 STAGE = "composite"
 

@@ -5,7 +5,7 @@ fair share of its box; the image must not be degenerate (too little contrast, on
 colour over a large share, black holes in the background); the caption must name every
 concept's token. Dropped samples keep their files and their reasons.
 
-Backend "clip" adds model checks after the rules (tasks/score.py): OWL-ViT looks for each
+Backend "clip" adds model checks after the rules (models/score.py): OWL-ViT looks for each
 concept by its category word and CLIP compares the concept's best box with all of the
 concept's source photos. A concept whose best box scores at most `detect_threshold` is
 `not_detected`; one whose crop's mean cosine with its own photos is under
@@ -21,13 +21,14 @@ import time
 import numpy as np
 from prefect import task
 
-from infra.caching import STAGE_CACHE
-from infra.errors import BadInput
-from infra.limits import gpu_slot
-from infra.storage import join, read_input, read_mask, read_rgb
-from tasks.caption import missing_tokens
-from tasks.common import each_sample
-from tasks.records import Concept, FilterConfig, Reason, Sample
+from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.limits import gpu_slot
+from gen4gen.models import registry
+from gen4gen.infra.storage import join, read_input, read_mask, read_rgb
+from gen4gen.tasks.caption import missing_tokens
+from gen4gen.tasks.common import each_sample
+from gen4gen.infra.records import Concept, FilterConfig, Reason, Sample
 
 STAGE = "filter"
 HOLE_LEVEL = 8  # all channels below this: a black hole the repaint left
@@ -70,7 +71,7 @@ def vision_reasons(samples: list[Sample], out: str, limits: FilterConfig, concep
     """Score the samples that reached the filter and add the model checks' reasons and
     measures (in place; the rules' reasons stay). All samples go through the models as
     one batch."""
-    from tasks.score import score_images
+    from gen4gen.models.score import score_images
 
     todo = [s for s in samples if s.status != "failed"]
     if not todo:
@@ -159,5 +160,5 @@ def filter_samples(samples: list[Sample], out: str, limits: FilterConfig, concep
 
 @task(name="filter", cache_policy=STAGE_CACHE, persist_result=True)
 def filter_task(samples: list[Sample], out: str, limits: FilterConfig, concepts: list[Concept] | None = None) -> list[Sample]:
-    with gpu_slot("filter", limits.backend):
+    with gpu_slot(registry.uses_gpu("filter", limits.backend)):
         return filter_samples(samples, out, limits, concepts)

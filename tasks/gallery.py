@@ -14,11 +14,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from infra.artifacts import artifact_key
-from infra.errors import BadInput
-from infra.storage import exists, join, read_bytes, read_input, signed_url, write_bytes
-from tasks.records import DatasetConfig, Sample
-from tasks.report import data_uri, thumbnail_jpeg
+from gen4gen.infra.artifacts import artifact_key
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import exists, join, read_bytes, read_input, signed_url, write_bytes
+from gen4gen.infra.records import DatasetConfig, Sample
+from gen4gen.tasks.report import data_uri, thumbnail_jpeg
 
 SIZE = 120  # pixels: a row of four stays under 20 KB
 LINK_SECONDS = 7 * 24 * 3600  # presigned links last a week, the life of a run in the UI

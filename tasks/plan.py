@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 from prefect import task
 
-from infra.caching import STAGE_CACHE, factory_source_hash
-from models import registry
-from models.planner import PlannedObject, category_aspect
-from models.scenes import scenes_for
-from tasks.common import digest
-from tasks.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Reason, Sample
+from gen4gen.infra.caching import STAGE_CACHE, factory_source_hash
+from gen4gen.models import registry
+from gen4gen.models.planner import PlannedObject, category_aspect
+from gen4gen.models.scenes import scenes_for
+from gen4gen.tasks.common import digest
+from gen4gen.infra.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Reason, Sample
 
 SCENES_PER_COMPOSITION = 3  # the paper: the LLM proposes 3 backgrounds per composition
 

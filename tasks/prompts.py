@@ -5,7 +5,7 @@ at the dataset recipe they come from (`recipe:`, relative to the prompt file) or
 (`concepts:`), and lists prompts: for each, the composition, the concept ids it shows and
 the prompt text with their tokens. The paper's shape: one held-out prompt per composition,
 6 samples each. Generation settings and the scoring models' options (`vision:`, passed to
-tasks/score.py) belong to the set, so a results.json is reproducible from the set alone;
+models/score.py) belong to the set, so a results.json is reproducible from the set alone;
 the flow may override `vision` for a run.
 
 The concepts' source photos are what CP-CLIP compares crops with. They come from the
@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from infra.config import ConfigError, _anchor_photos, format_errors, load_config
-from infra.errors import BadInput
-from infra.storage import read_bytes, resolve, sha256
-from tasks.records import MAX_CONCEPTS, MIN_CONCEPTS, Concept, Record, SafeId
+from gen4gen.infra.config import ConfigError, _anchor_photos, format_errors, load_config
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import read_bytes, resolve, sha256
+from gen4gen.infra.records import MAX_CONCEPTS, MIN_CONCEPTS, Concept, Record, SafeId
 
 # Anything that looks like a concept token in a prompt: '<name>'.
 _TOKEN_LIKE = re.compile(r"<[^<>\s]+>")
@@ -73,7 +73,7 @@ class PromptSet(Record):
     samples: int = Field(default=6, ge=1, le=1000, description="images per prompt (the paper: 6)")
     seed: int = Field(default=0, ge=0)
     generation: GenerationConfig = GenerationConfig()
-    vision: dict[str, Any] = Field(default_factory=dict, description="options for tasks/score.py's models")
+    vision: dict[str, Any] = Field(default_factory=dict, description="options for models/score.py's models")
     prompts: list[EvalPrompt] = Field(min_length=1)
 
     @model_validator(mode="after")

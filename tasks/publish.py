@@ -20,11 +20,11 @@ from importlib import metadata as importlib_metadata
 
 from prefect import task
 
-from infra.caching import STAGE_CACHE
-from infra.errors import BadInput
-from infra.lease import lease
-from infra.storage import basename, exists, join, list_files, read_bytes, relative, remove, resolve, sha256, write_bytes
-from tasks.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
+from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.lease import lease
+from gen4gen.infra.storage import basename, exists, join, list_files, read_bytes, relative, remove, resolve, sha256, write_bytes
+from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
 IMAGES = "images"

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 from prefect import task
 
-from infra.caching import STAGE_CACHE
-from infra.storage import join, read_mask, read_rgb, write_png
-from infra.limits import gpu_slot
-from models import registry
-from tasks.common import each_batch, each_sample, stage_path
-from tasks.records import Sample, StageConfig
+from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.storage import join, read_mask, read_rgb, write_png
+from gen4gen.infra.limits import gpu_slot
+from gen4gen.models import registry
+from gen4gen.tasks.common import each_batch, each_sample, stage_path
+from gen4gen.infra.records import Sample, StageConfig
 
 STAGE = "repaint"
 
@@ -67,5 +67,5 @@ def repaint_samples(samples: list[Sample], out: str, stage: StageConfig) -> list
 
 @task(name="repaint", cache_policy=STAGE_CACHE, persist_result=True)
 def repaint_task(samples: list[Sample], out: str, stage: StageConfig) -> list[Sample]:
-    with gpu_slot("repaint", stage.backend):
+    with gpu_slot(registry.uses_gpu("repaint", stage.backend)):
         return repaint_samples(samples, out, stage)

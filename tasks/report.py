@@ -27,11 +27,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from infra.errors import BadInput
-from infra.storage import decode_image, join, read_bytes, resolve, sha256
-from tasks.common import stage_path
-from tasks.publish import composition_stats, published_path, read_manifest, read_shard
-from tasks.records import Manifest, Sample
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import decode_image, join, read_bytes, resolve, sha256
+from gen4gen.tasks.common import stage_path
+from gen4gen.tasks.publish import composition_stats, published_path, read_manifest, read_shard
+from gen4gen.infra.records import Manifest, Sample
 
 # The paper kept only images people rated 4 or 5.
 HUMAN_KEEP_RATING = 4

@@ -30,11 +30,11 @@ from prefect import task
 from prefect.input import RunInput
 from pydantic import Field
 
-from infra import artifacts
-from infra.caching import STAGE_CACHE
-from infra.storage import join, resolve, write_bytes
-from tasks.records import DatasetConfig, Sample
-from tasks.report import HUMAN_KEEP_RATING, build_review_page
+from gen4gen.infra import artifacts
+from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.storage import join, resolve, write_bytes
+from gen4gen.infra.records import DatasetConfig, Sample
+from gen4gen.tasks.report import HUMAN_KEEP_RATING, build_review_page
 
 STAGE = "review"
 REASON = "human"

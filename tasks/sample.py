@@ -11,11 +11,12 @@ from __future__ import annotations
 from pydantic import Field
 from prefect import task
 
-from infra import limits
-from infra.storage import encode_png, join, sha256, write_bytes
-from models import registry
-from tasks.records import Record, SafeId
-from tasks.prompts import PromptSet
+from gen4gen.infra import limits
+from gen4gen.models import hf
+from gen4gen.infra.storage import encode_png, join, sha256, write_bytes
+from gen4gen.models import registry
+from gen4gen.infra.records import Record, SafeId
+from gen4gen.tasks.prompts import PromptSet
 
 BACKEND = ("personalise", "custom-diffusion")
 
@@ -70,5 +71,5 @@ def sample_composition(checkpoint: str, prompts: PromptSet, composition: str, mo
 
 @task(name="sample")
 def sample_task(checkpoint: str, prompts: PromptSet, composition: str, model: dict) -> list[EvalImage]:
-    with limits.device_slot(model.get("device")):
+    with limits.device_slot(hf.device(model.get("device"))):
         return sample_composition(checkpoint, prompts, composition, model)

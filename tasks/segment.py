@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 from prefect import task
 
-from infra.caching import STAGE_CACHE
-from infra.errors import BadInput
-from infra.storage import decode_image, exists, join, read_bytes, read_input, sha256, to_rgb_alpha, write_bytes, write_png
-from infra.limits import gpu_slot
-from models import registry
-from tasks.common import code_hash, digest
-from tasks.records import Concept, Cutout, Reason, StageConfig
+from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import decode_image, exists, join, read_bytes, read_input, sha256, to_rgb_alpha, write_bytes, write_png
+from gen4gen.infra.limits import gpu_slot
+from gen4gen.models import registry
+from gen4gen.tasks.common import code_hash, digest
+from gen4gen.infra.records import Concept, Cutout, Reason, StageConfig
 
 # Below this share of the photo the mask is treated as empty: nothing usable was found.
 MIN_COVERAGE = 0.002
@@ -99,5 +99,5 @@ def cutouts_by_photo(cutouts: dict[str, list[Cutout]], concepts: list[str]) -> d
 
 @task(name="segment", cache_policy=STAGE_CACHE, persist_result=True)
 def segment_task(concept: Concept, out: str, stage: StageConfig) -> list[Cutout]:
-    with gpu_slot("segment", stage.backend):
+    with gpu_slot(registry.uses_gpu("segment", stage.backend)):
         return segment_concept(concept, out, stage)

@@ -1,14 +1,14 @@
 """Summarise: per-image scores -> results.json beside the checkpoint, and what the UI shows.
 
 results.json holds every image's scores and, for CP-CLIP and TI-CLIP, the mean with a
-95% bootstrap interval (tasks/metrics.py: `bootstrap`, 2,000 resamples, seed 0, so a
+95% bootstrap interval (models/metrics.py: `bootstrap`, 2,000 resamples, seed 0, so a
 rerun gives the same interval) over all images, per composition, and by number of
 concepts (DESIGN §6: "<=3", "4", "5"; a group with no images is left out). It also records
 the comparison with the earlier checkpoints of the same run (sibling folders that already
 have a results.json), as read when this evaluation ran.
 
 Pure functions first (no Prefect), then the artifacts, then the scoring task that hands
-the images to tasks/score.py (vision's) and keeps its per-image record as `detail`.
+the images to models/score.py (vision's) and keeps its per-image record as `detail`.
 """
 
 from __future__ import annotations
@@ -19,14 +19,15 @@ from typing import Any
 from prefect import task
 from pydantic import Field
 
-from infra import limits
-from infra.artifacts import artifact_key
-from infra.errors import BadInput
-from infra.storage import exists, join, read_bytes, signed_url, write_bytes
-from tasks.metrics import bootstrap
-from tasks.prompts import PromptSet
-from tasks.records import Record, SafeId
-from tasks.sample import EvalImage
+from gen4gen.infra import limits
+from gen4gen.models import hf
+from gen4gen.infra.artifacts import artifact_key
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import exists, join, read_bytes, signed_url, write_bytes
+from gen4gen.models.metrics import bootstrap
+from gen4gen.tasks.prompts import PromptSet
+from gen4gen.infra.records import Record, SafeId
+from gen4gen.tasks.sample import EvalImage
 
 FORMAT = "gen4gen-eval-results/1"
 METRICS = ("cp_clip", "ti_clip")
@@ -35,7 +36,7 @@ RESAMPLES, BOOTSTRAP_SEED = 2000, 0
 
 
 class ScoredImage(EvalImage):
-    """An evaluation image with its scores; `detail` is tasks/score.py's record of it
+    """An evaluation image with its scores; `detail` is models/score.py's record of it
     (per-concept detection score and similarity)."""
 
     cp_clip: float
@@ -211,7 +212,7 @@ def thumbnails_key(results: Results) -> str:
 
 
 def _thumb_link(results: Results, im: ScoredImage) -> str:
-    from tasks.report import data_uri, thumbnail_jpeg
+    from gen4gen.tasks.report import data_uri, thumbnail_jpeg
 
     jpeg = thumbnail_jpeg(read_bytes(join(results.checkpoint, im.path)), im.path, THUMB)
     thumb = join(results.checkpoint, im.path.rsplit("/", 2)[0], ".thumbs", im.path.rsplit("/", 2)[1],
@@ -266,10 +267,10 @@ def now() -> datetime:
 
 
 def score_composition(checkpoint: str, prompts: PromptSet, images: list[EvalImage]) -> list[ScoredImage]:
-    """Score one composition's images with tasks/score.py: OWL-ViT crops against the
+    """Score one composition's images with models/score.py: OWL-ViT crops against the
     concepts' source photos (from the prompt set) for CP-CLIP, the prompt without its
     tokens for TI-CLIP. Images and photos go by URI; score.py reads and caches them."""
-    from tasks.score import score_images
+    from gen4gen.models.score import score_images
 
     if not images:
         return []
@@ -289,5 +290,5 @@ def score_composition(checkpoint: str, prompts: PromptSet, images: list[EvalImag
 
 @task(name="score")
 def score_task(checkpoint: str, prompts: PromptSet, images: list[EvalImage]) -> list[ScoredImage]:
-    with limits.device_slot((prompts.vision.get("clip") or {}).get("device", "auto")):
+    with limits.device_slot(hf.device((prompts.vision.get("clip") or {}).get("device", "auto"))):
         return score_composition(checkpoint, prompts, images)

@@ -1,5 +1,5 @@
 """Train: fine-tune a Stable Diffusion 1.5-style model with Custom Diffusion on a published
-dataset version, writing resumable checkpoints (tasks/checkpoint.py) as it goes.
+dataset version, writing resumable checkpoints (infra/checkpoint.py) as it goes.
 
 Reading. Only what the dataset's manifest lists: `manifest.json`, then the content-named
 copies of `metadata.jsonl` and `concepts_list.json` it names in `index` (hash-checked), then
@@ -58,10 +58,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field, model_validator
 
-from infra.errors import BadInput
-from infra.storage import join, read_bytes, resolve, sha256, write_bytes
-from tasks import checkpoint as ckpt
-from tasks.records import Manifest, Record, SafeId
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import join, read_bytes, resolve, sha256, write_bytes
+from gen4gen.infra import checkpoint as ckpt
+from gen4gen.infra.records import Manifest, Record, SafeId
 
 BACKGROUND = ". background: "
 PRIOR_PROMPT = "a photo of a {category}"
@@ -276,7 +276,7 @@ def _images(uris_and_hashes: list[tuple[str, str | None]], resolution: int):
     import torch
     from PIL import Image
 
-    from infra.storage import decode_image
+    from gen4gen.infra.storage import decode_image
 
     out = []
     for uri, digest in uris_and_hashes:
@@ -290,7 +290,7 @@ def _images(uris_and_hashes: list[tuple[str, str | None]], resolution: int):
 
 def _regularisation(config: TrainConfig, training: TrainingSet):
     """(uint8 images, prompts) of the class images of every concept that has a folder."""
-    from infra.storage import list_files
+    from gen4gen.infra.storage import list_files
 
     pairs, prompts = [], []
     for cid, folder in sorted(config.regularisation.items()):
@@ -310,8 +310,8 @@ def build_model(config: TrainConfig, training: TrainingSet, components: dict[str
     """The base model prepared for Custom Diffusion with this run's tokens added."""
     import torch
 
-    from models import hf
-    from models.custom_diffusion import CustomDiffusion, load_components
+    from gen4gen.models import hf
+    from gen4gen.models.custom_diffusion import CustomDiffusion, load_components
 
     device = hf.device(config.device)
     if config.mixed_precision == "auto":
@@ -510,7 +510,7 @@ def steps_needed(config: TrainConfig) -> int:
 
 @task(name="train", cache_policy=NO_CACHE, persist_result=False)
 def train_task(config: TrainConfig, on_checkpoint: OnCheckpoint | None = None) -> TrainResult:
-    from infra import progress as bar
+    from gen4gen.infra import progress as bar
 
     seen = [0]
 

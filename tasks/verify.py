@@ -7,9 +7,9 @@ the location, the timings), so two datasets can be compared for equality.
 
 from __future__ import annotations
 
-from infra.errors import BadInput
-from infra.storage import join, list_files, read_bytes, relative, sha256
-from tasks.publish import IMAGES, read_manifest, read_shard
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import join, list_files, read_bytes, relative, sha256
+from gen4gen.tasks.publish import IMAGES, read_manifest, read_shard
 
 VOLATILE = {"created", "uri"}
 

@@ -119,8 +119,8 @@ def small_recipe(tmp_path: Path, samples: int = 2, canvas: int = 256, extra_conc
 def run_recipe(raw: dict, out: str | None = None):
     """Validate a recipe and run the generate flow on it (under the test's Prefect server);
     returns the manifest. `out` overrides the recipe's own output."""
-    from flows.generate import run_generate
-    from tasks.records import DatasetConfig
+    from gen4gen.flows.generate import run_generate
+    from gen4gen.infra.records import DatasetConfig
 
     config = DatasetConfig.model_validate(raw)
     return run_generate(config, out or config.out)

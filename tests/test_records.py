@@ -7,7 +7,7 @@ import copy
 import pytest
 from pydantic import ValidationError
 
-from tasks.records import Box, Composition, Concept, DatasetConfig, LayoutPlan, box_iou
+from gen4gen.infra.records import Box, Composition, Concept, DatasetConfig, LayoutPlan, box_iou
 
 CONCEPTS = [
     {"id": "cat", "category": "cat", "token": "<cat1>", "photos": ["a.png"]},

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import run_recipe, small_recipe
-from infra.artifacts import artifact_key
+from gen4gen.infra.artifacts import artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -44,7 +44,7 @@ def test_artifact_keys_are_valid_for_any_safe_id():
 
 
 def test_a_gallery_per_composition_shows_every_stage_of_every_sample(tmp_path):
-    from tasks.publish import read_shard
+    from gen4gen.tasks.publish import read_shard
 
     raw = small_recipe(tmp_path, samples=2, canvas=160) | {"name": "gallery", "version": "v1"}
     manifest = run_recipe(raw)

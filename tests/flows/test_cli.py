@@ -8,9 +8,9 @@ import sys
 import yaml
 
 from conftest import DEMO, REPO, small_recipe
-from tasks.publish import read_manifest
+from gen4gen.tasks.publish import read_manifest
 
-GEN4GEN = [sys.executable, "-m", "flows.cli"]
+GEN4GEN = [sys.executable, "-m", "gen4gen.flows.cli"]
 
 
 def gen4gen(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -54,7 +54,7 @@ def test_a_missing_recipe_exits_2(tmp_path):
 
 
 def test_relative_photo_paths_are_relative_to_the_recipe(tmp_path):
-    from infra.config import load_config
+    from gen4gen.infra.config import load_config
 
     folder = tmp_path / "recipes"
     folder.mkdir()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from infra.storage import read_bytes, sha256
+from gen4gen.infra.storage import read_bytes, sha256
 
 REPO = Path(__file__).resolve().parents[2]
 # 2 + 4 + 5 concepts: one composition in each group of the paper's table
@@ -46,7 +46,7 @@ def _api_env() -> dict:
 
 
 def test_evaluate_writes_results_and_compares(prefect_harness, tiny_run, prompt_file):
-    from flows.evaluate import evaluate
+    from gen4gen.flows.evaluate import evaluate
 
     first = evaluate(str(tiny_run["checkpoints"][100]), prompt_file, step=100, device="cpu")
     second = evaluate(str(tiny_run["checkpoints"][200]) + "/", prompt_file, device="cpu")
@@ -98,9 +98,9 @@ def test_evaluate_writes_results_and_compares(prefect_harness, tiny_run, prompt_
 
 
 def test_bad_inputs_are_named(prefect_harness, tiny_run, prompt_file, tmp_path):
-    from flows.evaluate import EvaluationError, check_inputs, evaluate
-    from tasks.checkpoint import CheckpointError
-    from tasks.prompts import PromptSetError
+    from gen4gen.flows.evaluate import EvaluationError, check_inputs, evaluate
+    from gen4gen.infra.checkpoint import CheckpointError
+    from gen4gen.tasks.prompts import PromptSetError
 
     with pytest.raises(CheckpointError, match="step-000999: no such folder"):
         evaluate(str(tmp_path / "step-000999"), prompt_file)
@@ -120,7 +120,7 @@ def test_bad_inputs_are_named(prefect_harness, tiny_run, prompt_file, tmp_path):
 
 
 def test_cli_prints_the_results_table(prefect_harness, tiny_run, prompt_file, tmp_path):
-    cli = [sys.executable, "-m", "flows.cli", "evaluate"]
+    cli = [sys.executable, "-m", "gen4gen.flows.cli", "evaluate"]
     done = subprocess.run([*cli, "--checkpoint", str(tiny_run["checkpoints"][100]), "--prompts", prompt_file,
                            "--samples", "1", "--device", "cpu"], cwd=REPO, env=_api_env(), capture_output=True,
                           text=True, timeout=300)
@@ -142,7 +142,7 @@ def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, 
     from prefect.events import emit_event
     from prefect.events.clients import get_events_client  # noqa: F401  (the emitter flushes through it)
 
-    from flows.evaluate import CHECKPOINT_EVENT, DEPLOYMENT
+    from gen4gen.flows.evaluate import CHECKPOINT_EVENT, DEPLOYMENT
 
     ck = tmp_path / "train" / "checkpoints" / "step-000300"
     shutil.copytree(tiny_run["checkpoints"][200], ck, ignore=shutil.ignore_patterns("results.json", "eval"))
@@ -211,7 +211,7 @@ def test_trigger_yaml_form_is_the_code_trigger():
     when the project's prefect.yaml has the deployment, its trigger is the same too."""
     from prefect.events import DeploymentEventTrigger
 
-    from flows.evaluate import CHECKPOINT_TRIGGER, DEPLOYMENT
+    from gen4gen.flows.evaluate import CHECKPOINT_TRIGGER, DEPLOYMENT
 
     assert DeploymentEventTrigger.model_validate(yaml.safe_load(TRIGGER_YAML)) == CHECKPOINT_TRIGGER
     project = REPO / "prefect.yaml"
@@ -228,8 +228,8 @@ def test_trigger_yaml_form_is_the_code_trigger():
 def test_evaluates_a_checkpoint_the_train_flow_wrote(prefect_harness, tiny_vision, tmp_path):
     """The contract between the helpers, end to end: train's own code writes the checkpoint
     (2 steps on a small published dataset), the evaluation reads and scores it."""
-    from flows.evaluate import evaluate
-    from tasks import train as T
+    from gen4gen.flows.evaluate import evaluate
+    from gen4gen.tasks import train as T
     from tests.tiny.dataset import published_small, tiny_base
 
     result = T.train_model(T.TrainConfig(dataset=published_small(), out=str(tmp_path / "run"), base_model=tiny_base(),
@@ -256,8 +256,8 @@ def test_checkpoint_on_s3(prefect_harness, tiny_run, prompt_file, s3_server):
     diffusers), images, results.json and thumbnails are written there, siblings listed there."""
     import fsspec
 
-    from flows.evaluate import evaluate
-    from tasks.summarise import Results, thumbnails_markdown
+    from gen4gen.flows.evaluate import evaluate
+    from gen4gen.tasks.summarise import Results, thumbnails_markdown
 
     fs = fsspec.filesystem("s3")
     for step, folder in tiny_run["checkpoints"].items():  # the checkpoint's files only (no earlier results)

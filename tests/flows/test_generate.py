@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_recipe, small_recipe, write_uniform_photo
-from infra import progress
-from infra.storage import join, read_bytes, sha256
-from tasks.publish import read_manifest, read_shard
-from tasks.records import DatasetConfig, Sample
+from gen4gen.infra import progress
+from gen4gen.infra.storage import join, read_bytes, sha256
+from gen4gen.tasks.publish import read_manifest, read_shard
+from gen4gen.infra.records import DatasetConfig, Sample
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -16,9 +16,9 @@ import yaml
 import faults
 from conftest import REPO, small_recipe
 from conftest import run_recipe as run_flow
-from infra.storage import read_bytes
-from tasks.publish import read_manifest, read_shard
-from tasks.verify import fingerprint, problems
+from gen4gen.infra.storage import read_bytes
+from gen4gen.tasks.publish import read_manifest, read_shard
+from gen4gen.tasks.verify import fingerprint, problems
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -123,7 +123,7 @@ def write_recipe(tmp_path: Path, raw: dict) -> Path:
 def gen4gen(recipe: Path, out: Path, env: dict) -> subprocess.Popen:
     # A session of its own, so the kill takes the temporary Prefect server down too.
     return subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "generate", str(recipe), "--out", str(out)],
+        [sys.executable, "-m", "gen4gen.flows.cli", "generate", str(recipe), "--out", str(out)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
     )
 

@@ -55,7 +55,7 @@ def _recipe(tmp_path: Path, stages: dict | None) -> Path:
 
 def _generate(recipe: Path, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: one thread is fastest
-    return subprocess.run([sys.executable, "-m", "flows.cli", "generate", str(recipe), "--out", str(out)],
+    return subprocess.run([sys.executable, "-m", "gen4gen.flows.cli", "generate", str(recipe), "--out", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -100,6 +100,6 @@ def test_generate_on_real_backends_publishes_like_the_offline_run(tiny_weights, 
     train = load_dataset("imagefolder", data_dir=str(tmp_path / "real-out"))["train"]
     assert len(train) == manifest["kept"] and train[0]["image"].size == (96, 96)
 
-    verified = subprocess.run([sys.executable, "-m", "flows.cli", "verify", str(tmp_path / "real-out")],
+    verified = subprocess.run([sys.executable, "-m", "gen4gen.flows.cli", "verify", str(tmp_path / "real-out")],
                               cwd=REPO, capture_output=True, text=True, timeout=120)
     assert verified.returncode == 0, verified.stdout + verified.stderr

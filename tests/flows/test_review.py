@@ -13,9 +13,9 @@ import time
 import pytest
 
 from conftest import run_recipe as run, small_recipe
-from infra.storage import join, read_bytes
-from tasks.publish import read_manifest, read_shard
-from tasks.records import Manifest, Sample
+from gen4gen.infra.storage import join, read_bytes
+from gen4gen.tasks.publish import read_manifest, read_shard
+from gen4gen.infra.records import Manifest, Sample
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -68,7 +68,7 @@ def test_an_interactive_review_pauses_until_ratings_come_through_the_api(unrevie
     from prefect.flow_runs import resume_flow_run
     from prefect.input.run_input import keyset_from_paused_state
 
-    from infra.artifacts import artifact_key
+    from gen4gen.infra.artifacts import artifact_key
 
     raw, before, low, high = unreviewed
     result: dict = {}

@@ -37,7 +37,7 @@ def test_secrets_appear_in_no_output(s3_server, tmp_path, monkeypatch):
     env.pop("PREFECT_API_URL", None)
 
     def gen4gen(out: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "flows.cli", "generate", str(recipe), "--out", out, "--verbose"]
+        cmd = [sys.executable, "-m", "gen4gen.flows.cli", "generate", str(recipe), "--out", out, "--verbose"]
         return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=300)
 
     good = gen4gen("s3://factory/datasets/small")
@@ -61,6 +61,6 @@ def test_secrets_appear_in_no_output(s3_server, tmp_path, monkeypatch):
 
 
 def _chelsea() -> bytes:
-    from infra.storage import read_bytes
+    from gen4gen.infra.storage import read_bytes
 
     return read_bytes("pkgdata://skimage/data/chelsea.png")

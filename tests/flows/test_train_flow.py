@@ -48,8 +48,8 @@ def landed(run: str, want: int = 1, timeout: float = 30) -> list[dict]:
 
 
 def test_flow_writes_checkpoints_and_announces_each(dataset, base, tmp_path):
-    from flows.train import train
-    from tasks.checkpoint import finished, read_info
+    from gen4gen.flows.train import train
+    from gen4gen.infra.checkpoint import finished, read_info
 
     out = str(tmp_path / "run")
     result = train({"dataset": dataset, "out": out, "base_model": base, "steps": 2, "batch_size": 1,
@@ -67,7 +67,7 @@ def test_flow_writes_checkpoints_and_announces_each(dataset, base, tmp_path):
 def test_a_triggered_run_gets_its_own_folder_under_runs(dataset, base, tmp_path):
     """As the on-dataset deployment calls it: the event's dataset URI and a runs folder;
     the run lands in {runs}/{run id}, and settings that make another run, another folder."""
-    from flows.train import train
+    from gen4gen.flows.train import train
 
     settings = {"base_model": base, "steps": 1, "batch_size": 1, "resolution": 64}
     runs = str(tmp_path / "runs")
@@ -81,11 +81,11 @@ def test_cli_run_killed_and_restarted_resumes_from_its_last_checkpoint(dataset, 
     from diffusers import StableDiffusionPipeline
     from prefect.settings import PREFECT_API_URL
 
-    from tasks.checkpoint import finished, load_into
+    from gen4gen.infra.checkpoint import finished, load_into
 
     out = tmp_path / "cli"
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value())  # the test server: events can be read back
-    args = [sys.executable, "-m", "flows.cli", "train", "--dataset", dataset, "--out", str(out), "--base", base,
+    args = [sys.executable, "-m", "gen4gen.flows.cli", "train", "--dataset", dataset, "--out", str(out), "--base", base,
             "--resolution", "64", "--batch-size", "2", "--micro-batch", "1", "--checkpoint-every", "1", "--steps", "30"]
     killed = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -107,6 +107,6 @@ def test_cli_run_killed_and_restarted_resumes_from_its_last_checkpoint(dataset, 
 
 
 def test_cli_refuses_a_missing_dataset_with_exit_2(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "flows.cli", "train", "--dataset", str(tmp_path / "nope"),
+    result = subprocess.run([sys.executable, "-m", "gen4gen.flows.cli", "train", "--dataset", str(tmp_path / "nope"),
                              "--out", str(tmp_path / "o")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "manifest.json" in result.stderr and "Traceback" not in result.stderr

@@ -12,11 +12,11 @@ import yaml
 from pydantic import ValidationError
 
 from conftest import REPO, run_recipe, small_recipe
-from infra.config import ConfigError, load_config
-from infra.errors import BadInput
-from infra.storage import decode_image, to_rgb_alpha
-from tasks.records import Concept, DatasetConfig, LayoutPlan
-from tasks.segment import segment_concept
+from gen4gen.infra.config import ConfigError, load_config
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import decode_image, to_rgb_alpha
+from gen4gen.infra.records import Concept, DatasetConfig, LayoutPlan
+from gen4gen.tasks.segment import segment_concept
 
 BAD = REPO / "tests" / "data" / "bad"
 _spec = importlib.util.spec_from_file_location("make_bad", REPO / "tests" / "data" / "make_bad.py")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from infra import storage
-from infra.errors import BadInput
+from gen4gen.infra import storage
+from gen4gen.infra.errors import BadInput
 
 
 def png_bytes(img: Image.Image, fmt="PNG", **kw) -> bytes:

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("diffusers")
 
-from models import registry  # noqa: E402
-from models.diffusion_repaint import DiffusionRepainter  # noqa: E402
+from gen4gen.models import registry  # noqa: E402
+from gen4gen.models.diffusion_repaint import DiffusionRepainter  # noqa: E402
 from tests.tiny.sd import tiny_sd, tiny_sd_inpaint  # noqa: E402
 from tests.tiny.sdxl import tiny_sdxl_inpaint  # noqa: E402
 
@@ -162,12 +162,12 @@ def test_repaint_stage_batches_records_a_bad_sample_and_loads_once(sdxl_options,
     """The stage through the registry: the model built once, samples batched, a corrupt
     composite fails only its own sample."""
     from conftest import small_recipe
-    from tasks.composite import composite_samples
-    from tasks.plan import plan_dataset
-    from tasks.records import DatasetConfig, StageConfig
-    from tasks.repaint import repaint_samples
-    from tasks.segment import cutouts_by_photo, segment_concept
-    from infra.storage import join, read_mask, read_rgb
+    from gen4gen.tasks.composite import composite_samples
+    from gen4gen.tasks.plan import plan_dataset
+    from gen4gen.infra.records import DatasetConfig, StageConfig
+    from gen4gen.tasks.repaint import repaint_samples
+    from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
+    from gen4gen.infra.storage import join, read_mask, read_rgb
 
     raw = small_recipe(tmp_path, samples=3, canvas=128)
     raw["compositions"] = raw["compositions"][:1]

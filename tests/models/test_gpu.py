@@ -16,14 +16,14 @@ pytestmark = pytest.mark.gpu
 def test_backends_choose_cuda_and_fp16_by_themselves():
     import torch
 
-    from models.hf import placement
+    from gen4gen.models.hf import placement
 
     assert placement({}) == ("cuda", torch.float16)
     assert placement({"device": "cpu"}) == ("cpu", torch.float32)
 
 
 def test_sdxl_repaint_on_cuda_fp16_keeps_objects_bit_exact(tmp_path):
-    from models.diffusion_repaint import DiffusionRepainter
+    from gen4gen.models.diffusion_repaint import DiffusionRepainter
     from tests.tiny.sdxl import tiny_sdxl_inpaint
 
     base = tiny_sdxl_inpaint(tmp_path / "sdxl", refiners={tmp_path / "refiner": 10})
@@ -42,7 +42,7 @@ def test_sdxl_repaint_on_cuda_fp16_keeps_objects_bit_exact(tmp_path):
 def test_sam_on_cuda_matches_cpu(tmp_path):
     import skimage.data
 
-    from models.sam import SamSegmenter
+    from gen4gen.models.sam import SamSegmenter
     from tests.tiny.sam import tiny_sam
 
     options = tiny_sam(tmp_path / "sam")

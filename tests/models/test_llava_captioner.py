@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.captioner import (
+from gen4gen.models.captioner import (
     CLIP_MAX_TOKENS,
     TemplateCaptioner,
     clip_tokens,
@@ -119,7 +119,7 @@ HARP = ("<harpo>", "xylophone", (40, 10, 20, 20))
 
 
 def test_backend_loads_offline_through_the_registry_and_describes_in_batches(tiny):
-    from models import registry
+    from gen4gen.models import registry
 
     model = registry.load("caption", "llava", {"model": tiny, "batch_size": 2, "max_new_tokens": 6})
     assert model is registry.load("caption", "llava", {"model": tiny, "batch_size": 2, "max_new_tokens": 6})
@@ -138,7 +138,7 @@ def test_backend_loads_offline_through_the_registry_and_describes_in_batches(tin
 
 
 def test_bad_options_are_refused_by_name(tiny, tmp_path):
-    from models.llava import LlavaCaptioner
+    from gen4gen.models.llava import LlavaCaptioner
 
     with pytest.raises(ValueError, match="batch_size"):
         LlavaCaptioner(model=tiny, batch_size=0)
@@ -149,10 +149,10 @@ def test_bad_options_are_refused_by_name(tiny, tmp_path):
 
 
 def test_caption_stage_records_notes_and_fails_only_a_bad_image(tiny, tmp_path):
-    from infra.storage import write_bytes, write_png
-    from tasks.caption import caption_samples
-    from tasks.filter import missing_tokens
-    from tasks.records import Box, DatasetConfig, LayoutPlan, Sample
+    from gen4gen.infra.storage import write_bytes, write_png
+    from gen4gen.tasks.caption import caption_samples
+    from gen4gen.tasks.filter import missing_tokens
+    from gen4gen.infra.records import Box, DatasetConfig, LayoutPlan, Sample
 
     out = str(tmp_path / "out")
     config = DatasetConfig.model_validate({
@@ -191,7 +191,7 @@ def test_caption_stage_records_notes_and_fails_only_a_bad_image(tiny, tmp_path):
 
 def test_generate_flow_with_llava_captions_and_published_notes(tiny, tmp_path, prefect_harness):
     from conftest import run_recipe, small_recipe
-    from tasks.publish import read_shard
+    from gen4gen.tasks.publish import read_shard
 
     raw = small_recipe(tmp_path, samples=1, canvas=128)
     raw["stages"] = {"caption": {"backend": "llava", "options": {"model": tiny, "batch_size": 4, "max_new_tokens": 6}}}

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from fake_llm import FakeLLM, good_answer
-from models.llm_planner import LayoutRejected, LLMPlanner, parse_layout
-from models.planner import OfflinePlanner, PlannedObject
+from gen4gen.models.llm_planner import LayoutRejected, LLMPlanner, parse_layout
+from gen4gen.models.planner import OfflinePlanner, PlannedObject
 
 KEY = "sk-test-do-not-leak-0123456789"
 OBJECTS = [PlannedObject("chelsea", "cat", 1.3), PlannedObject("coffee", "mug", 1.0)]
@@ -115,7 +115,7 @@ def test_a_missing_key_names_the_variable(monkeypatch):
 
 # --------------------------------------------------------------------------- scenes, sizes, association
 
-from models.llm_planner import (  # noqa: E402
+from gen4gen.models.llm_planner import (  # noqa: E402
     AnswerRejected,
     parse_association,
     parse_ranks,
@@ -244,8 +244,8 @@ def test_association_over_http_validated_and_repaired(llm, monkeypatch):
 
 
 def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypatch):
-    from tasks.plan import plan_composition
-    from tasks.records import Cutout, DatasetConfig
+    from gen4gen.tasks.plan import plan_composition
+    from gen4gen.infra.records import Cutout, DatasetConfig
 
     monkeypatch.setenv("TEST_LLM_KEY", KEY)
     options = {"base_url": llm.url, "model": "fake", "api_key_env": "TEST_LLM_KEY", "timeout": 2.0, "repairs": 1}
@@ -276,8 +276,8 @@ def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypat
 def test_cli_associate_writes_yaml_a_recipe_accepts(llm, monkeypatch, tmp_path, capsys):
     import yaml
 
-    from flows.cli import main
-    from tasks.records import DatasetConfig
+    from gen4gen.flows.cli import main
+    from gen4gen.infra.records import DatasetConfig
 
     monkeypatch.setenv("TEST_LLM_KEY", KEY)
     recipe = {

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from models.planner import MIN_SIDE_DIVISOR, OfflinePlanner, PlannedObject, size_ratios
-from models.scenes import SCENES, scene, scenes_for
-from tasks.records import box_iou
+from gen4gen.models.planner import MIN_SIDE_DIVISOR, OfflinePlanner, PlannedObject, size_ratios
+from gen4gen.models.scenes import SCENES, scene, scenes_for
+from gen4gen.infra.records import box_iou
 
 OBJECTS = [
     PlannedObject("grace", "person", 0.6),

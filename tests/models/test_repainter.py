@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from models.repainter import OfflineRepainter
-from models.scenes import SCENES, scene
+from gen4gen.models.repainter import OfflineRepainter
+from gen4gen.models.scenes import SCENES, scene
 
 SIZE = 256
 

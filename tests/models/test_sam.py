@@ -9,10 +9,10 @@ import skimage.data
 
 pytest.importorskip("segment_anything")
 
-from models import registry  # noqa: E402
-from models.sam import SamSegmenter  # noqa: E402
-from tasks.records import Concept, StageConfig  # noqa: E402
-from tasks.segment import segment_concept  # noqa: E402
+from gen4gen.models import registry  # noqa: E402
+from gen4gen.models.sam import SamSegmenter  # noqa: E402
+from gen4gen.infra.records import Concept, StageConfig  # noqa: E402
+from gen4gen.tasks.segment import segment_concept  # noqa: E402
 from tests.tiny.sam import tiny_sam  # noqa: E402
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import registry
-from models.vision import Clip, Detection, OwlVit
+from gen4gen.models import registry
+from gen4gen.models.vision import Clip, Detection, OwlVit
 
 
 def _images(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -121,7 +121,7 @@ def test_owlvit_repeated_word_gets_distinct_boxes(tiny_vision):
     (two,) = owl.detect([image], [["dog", "cat", "dog"]])
     assert two[0] == one[0]  # the first 'dog' keeps the best box
     assert two[2] is not None and two[2].score <= two[0].score
-    from models.vision import _iou
+    from gen4gen.models.vision import _iou
 
     assert _iou(np.array(two[0].box), np.array(two[2].box)) <= owl.same_box_iou
 

@@ -50,7 +50,7 @@ def test_generate_runs_nightly_one_at_a_time():
 
 
 def test_train_follows_the_event_generate_emits():
-    from flows import generate
+    from gen4gen.flows import generate
 
     trigger = DEPLOYMENTS["on-dataset"]["triggers"][0]
     assert trigger["expect"] == [generate.PUBLISHED_EVENT]
@@ -87,7 +87,7 @@ def test_evaluate_trigger_is_the_event_named_in_flows_evaluate():
     path = REPO / "flows" / "evaluate.py"
     if not path.is_file():
         pytest.skip("flows/evaluate.py is not on this branch yet (written by another helper)")
-    import flows.evaluate as evaluate
+    import gen4gen.flows.evaluate as evaluate
 
     constants = {v for k, v in vars(evaluate).items() if k.isupper() and isinstance(v, str)}
     assert "checkpoint.landed" in constants

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_recipe, small_recipe
-from infra import progress
+from gen4gen.infra import progress
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -10,9 +10,10 @@ import pytest
 from prefect import flow, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from infra import limits
-from models import registry
-from tasks.records import DatasetConfig, StagesConfig
+from gen4gen.infra import limits
+from gen4gen.models import registry
+from gen4gen.infra.records import DatasetConfig, StagesConfig
+from gen4gen.tasks.stage import uses_gpu
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -27,7 +28,7 @@ together: dict[str, threading.Barrier] = {}
 
 @task
 def stage(kind: str, backend: str, spans: list, lock: threading.Lock) -> bool:
-    with limits.gpu_slot("repaint", backend) as held:
+    with limits.gpu_slot(registry.uses_gpu("repaint", backend)) as held:
         start = time.monotonic()
         if kind in together:
             try:
@@ -90,7 +91,7 @@ def test_a_worker_without_a_limit_gets_one_slot_not_an_unlimited_gpu(monkeypatch
     from prefect.client.orchestration import get_client
 
     monkeypatch.setenv("GEN4GEN_WORKER_ID", f"fresh-{uuid.uuid4().hex[:8]}")
-    with limits.gpu_slot("segment", "sam") as held:
+    with limits.gpu_slot(registry.uses_gpu("segment", "sam")) as held:
         assert held
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(limits.limit_name()).limit == 1
@@ -107,10 +108,9 @@ def test_gpu_knowledge_lives_in_the_registry():
     try:
         assert registry.uses_gpu("caption", "test-gpu-captioner")
         stages = StagesConfig.model_validate({"caption": {"backend": "test-gpu-captioner"}})
-        assert limits.uses_gpu(stages) and not limits.uses_gpu(DatasetConfig.model_fields["stages"].default)
+        assert uses_gpu(stages) and not uses_gpu(DatasetConfig.model_fields["stages"].default)
     finally:
-        registry._FACTORIES.pop(("caption", "test-gpu-captioner"))
-        registry.GPU_BACKENDS.discard(("caption", "test-gpu-captioner"))
+        registry.unregister("caption", "test-gpu-captioner")
 
 
 def test_limit_names_are_safe_for_the_server():
@@ -119,7 +119,7 @@ def test_limit_names_are_safe_for_the_server():
 
 def test_train_and_evaluate_take_no_gpu_slot_on_the_cpu():
     """Their models run in the flow's own tasks: a slot only when the device is CUDA."""
-    from infra.limits import device_slot
+    from gen4gen.infra.limits import device_slot
 
     with device_slot("cpu") as held:
         assert held is False

@@ -9,8 +9,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
 
 from conftest import run_recipe, small_recipe
-from infra.runners import RunnerMissing, task_runner
-from tasks.records import RunConfig
+from gen4gen.infra.runners import RunnerMissing, task_runner
+from gen4gen.infra.records import RunConfig
 
 
 def test_threads_by_default_as_wide_as_run_workers():
@@ -41,7 +41,7 @@ def test_an_unknown_runner_is_refused_by_the_recipe():
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_local_dask_cluster_of_two_workers_publishes_the_same_dataset(tmp_path):
-    from infra import progress
+    from gen4gen.infra import progress
 
     raw = small_recipe(tmp_path, samples=1, canvas=128)
     threads = run_recipe(raw, str(tmp_path / "threads"))

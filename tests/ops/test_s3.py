@@ -8,10 +8,10 @@ import boto3
 import pytest
 
 from conftest import run_recipe, small_recipe
-from infra import progress
-from infra.caching import save_results_block
-from infra.storage import read_bytes
-from tasks.verify import problems
+from gen4gen.infra import progress
+from gen4gen.infra.caching import save_results_block
+from gen4gen.infra.storage import read_bytes
+from gen4gen.tasks.verify import problems
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -63,7 +63,7 @@ def test_generate_on_s3_with_results_in_a_saved_block_and_cache_hits_on_rerun(s3
 def test_results_default_to_a_saved_block_beside_an_s3_dataset_and_hold_no_credentials(s3_server, monkeypatch):
     from prefect.blocks.core import Block
 
-    from infra.caching import result_storage_for
+    from gen4gen.infra.caching import result_storage_for
 
     monkeypatch.delenv("GEN4GEN_RESULT_STORAGE", raising=False)
     slug = result_storage_for(f"{s3_server}/datasets/x")

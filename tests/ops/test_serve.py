@@ -36,7 +36,7 @@ def test_serve_runs_a_deployed_generate_into_s3_and_stops_clean(tmp_path):
     recipe.write_text(yaml.safe_dump(small_recipe(tmp_path, samples=1, canvas=128)))
     port, s3_port = _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_"))}
-    cmd = [sys.executable, "-m", "flows.cli", "serve", "--state", str(state), "--port", str(port), "--s3-port", str(s3_port)]
+    cmd = [sys.executable, "-m", "gen4gen.flows.cli", "serve", "--state", str(state), "--port", str(port), "--s3-port", str(s3_port)]
     serve = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         info = wait_for(state / "serve.json", 240, serve)

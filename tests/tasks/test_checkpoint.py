@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.checkpoint import CheckpointError, read_checkpoint, siblings
+from gen4gen.infra.checkpoint import CheckpointError, read_checkpoint, siblings
 
 
 def _checkpoint(folder: Path, step: int = 100, **changes) -> Path:

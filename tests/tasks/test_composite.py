@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.composite import compose, fit_into_box, paste_order
-from tasks.records import Box
+from gen4gen.tasks.composite import compose, fit_into_box, paste_order
+from gen4gen.infra.records import Box
 
 
 def solid(colour, h=40, w=20):

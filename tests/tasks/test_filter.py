@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.filter import image_reasons, object_reasons
-from tasks.records import FilterConfig
+from gen4gen.tasks.filter import image_reasons, object_reasons
+from gen4gen.infra.records import FilterConfig
 
 LIMITS = FilterConfig()
 

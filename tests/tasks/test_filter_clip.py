@@ -8,13 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import small_recipe
-from tasks.caption import caption_samples
-from tasks.composite import composite_samples
-from tasks.filter import filter_samples
-from tasks.plan import plan_dataset
-from tasks.records import Concept, DatasetConfig, FilterConfig
-from tasks.repaint import repaint_samples
-from tasks.segment import cutouts_by_photo, segment_concept
+from gen4gen.tasks.caption import caption_samples
+from gen4gen.tasks.composite import composite_samples
+from gen4gen.tasks.filter import filter_samples
+from gen4gen.tasks.plan import plan_dataset
+from gen4gen.infra.records import Concept, DatasetConfig, FilterConfig
+from gen4gen.tasks.repaint import repaint_samples
+from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import urllib.request
 
-from infra.storage import write_bytes
-from tasks.gallery import _link
+from gen4gen.infra.storage import write_bytes
+from gen4gen.tasks.gallery import _link
 
 
 def test_s3_thumbnails_link_to_a_url_the_endpoint_serves(s3_server):

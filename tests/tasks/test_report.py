@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, small_recipe, write_uniform_photo
-from infra.errors import BadInput
-from tasks.records import DatasetConfig
-from tasks.report import DecisionsError, build_report, filter_agreement, load_version, parse_decisions
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.records import DatasetConfig
+from gen4gen.tasks.report import DecisionsError, build_report, filter_agreement, load_version, parse_decisions
 from test_stages import run_stages  # the stage chain without Prefect, shared with the stage tests
 
 CHROMIUM = "/usr/bin/chromium"
@@ -139,7 +139,7 @@ def test_cli_writes_the_page_and_prints_agreement(versions, tmp_path):
     decisions = tmp_path / "decisions.csv"
     decisions.write_text(f"sample_id,rating\n{kept},5\n{other},4\n")
     page = tmp_path / "report.html"
-    cmd = [sys.executable, "-m", "flows.cli", "report", versions["v2"], "--out", str(page),
+    cmd = [sys.executable, "-m", "gen4gen.flows.cli", "report", versions["v2"], "--out", str(page),
            "--compare", versions["v1"], "--decisions", str(decisions)]
     result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -219,7 +219,7 @@ def test_the_page_works_in_chromium(versions, browser, tmp_path):
 def test_the_demo_report_in_chromium(browser, tmp_path):
     """The shipped demo recipe (one sample per composition), as a user first sees it."""
     from conftest import DEMO
-    from infra.config import load_config
+    from gen4gen.infra.config import load_config
 
     config = load_config(str(DEMO), str(tmp_path / "demo"))
     config = config.model_copy(update={"compositions": [c.model_copy(update={"samples": 1}) for c in config.compositions]})

@@ -6,8 +6,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from tasks.records import Box, DatasetConfig, LayoutPlan, Reason, ReviewConfig, Sample
-from tasks.review import RATING, apply_decisions, decisions_for, summary, unknown_ids
+from gen4gen.infra.records import Box, DatasetConfig, LayoutPlan, Reason, ReviewConfig, Sample
+from gen4gen.tasks.review import RATING, apply_decisions, decisions_for, summary, unknown_ids
 
 
 def sample(index: int, status: str = "kept", reasons: list[Reason] | None = None) -> Sample:
@@ -84,7 +84,7 @@ def test_review_config_defaults_and_errors_name_the_field():
 
 
 def test_relative_decisions_paths_are_relative_to_the_recipe(tmp_path):
-    from infra.config import load_config
+    from gen4gen.infra.config import load_config
 
     recipe = tmp_path / "recipes" / "r.yaml"
     recipe.parent.mkdir()

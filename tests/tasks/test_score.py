@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from infra.storage import read_photo, read_rgb
-from models import registry
-from tasks import metrics
-from tasks.score import FeatureCache, feature_cache, scene_text, score_images, source_features
+from gen4gen.infra.storage import read_photo, read_rgb
+from gen4gen.models import registry
+from gen4gen.models import metrics
+from gen4gen.models.score import FeatureCache, feature_cache, scene_text, score_images, source_features
 
 CAT = {"id": "chelsea", "category": "cat", "token": "<chelsea>"}
 MUG = {"id": "coffee", "category": "mug", "token": "<coffee>"}
@@ -113,7 +113,7 @@ def test_source_features_cached_on_disk_by_content(options, tmp_path):
     # A fresh cache (a new process) reads the files: plant a known feature and see it used.
     planted = np.zeros_like(first["coffee"][0])
     planted[0] = 1.0
-    from infra.storage import read_bytes, sha256
+    from gen4gen.infra.storage import read_bytes, sha256
 
     digest = sha256(read_bytes("pkgdata://skimage/data/coffee.png"))
     (target,) = [f for f in files if f.stem == digest]
@@ -148,7 +148,7 @@ def test_two_concepts_of_one_category_get_the_boxes_they_resemble(options):
     assert a.detected and b.detected and a.box != b.box
     clip = registry.load("vision", "clip", options["clip"])
     image = _scene(2)
-    from models.vision import Detection
+    from gen4gen.models.vision import Detection
 
     fa = clip.image_features([Detection(a.box, 1).crop(image)])[0]
     fb = clip.image_features([Detection(b.box, 1).crop(image)])[0]

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from conftest import small_recipe
-from infra.storage import join, read_bytes, read_mask, read_rgb
-from tasks.caption import caption_samples
-from tasks.composite import composite_samples
-from tasks.filter import filter_samples
-from tasks.plan import plan_dataset
-from tasks.publish import collect_composition, publish_dataset, read_manifest
-from tasks.records import DatasetConfig
-from tasks.repaint import repaint_samples
-from tasks.segment import cutouts_by_photo, segment_concept
+from gen4gen.infra.storage import join, read_bytes, read_mask, read_rgb
+from gen4gen.tasks.caption import caption_samples
+from gen4gen.tasks.composite import composite_samples
+from gen4gen.tasks.filter import filter_samples
+from gen4gen.tasks.plan import plan_dataset
+from gen4gen.tasks.publish import collect_composition, publish_dataset, read_manifest
+from gen4gen.infra.records import DatasetConfig
+from gen4gen.tasks.repaint import repaint_samples
+from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
 
 
 def run_stages(config: DatasetConfig, out: str):

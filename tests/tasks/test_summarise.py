@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from tasks.summarise import (
+from gen4gen.tasks.summarise import (
     comparison_rows,
     earlier_rows,
     read_results,

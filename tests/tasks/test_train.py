@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from tasks import train as T
-from tasks.records import Manifest
+from gen4gen.tasks import train as T
+from gen4gen.infra.records import Manifest
 
 ROW = T.Row(file_name="cat-mug/images/a.png", sha256="0" * 64,
             text="a photo of a <chelsea> cat next to a <coffee> mug in a living room",
@@ -85,8 +85,8 @@ def config(dataset, base, out, **kw) -> T.TrainConfig:
 
 
 def test_reads_only_what_the_manifest_lists_and_checks_hashes(dataset, tmp_path):
-    from infra.errors import BadInput
-    from infra.storage import local_path, read_bytes, sha256
+    from gen4gen.infra.errors import BadInput
+    from gen4gen.infra.storage import local_path, read_bytes, sha256
 
     ts = T.read_training_set(dataset)
     manifest = Manifest.model_validate_json(read_bytes(dataset + "/manifest.json"))
@@ -110,7 +110,7 @@ def test_reads_only_what_the_manifest_lists_and_checks_hashes(dataset, tmp_path)
 def test_only_cross_attention_kv_and_the_new_embeddings_change(dataset, base, tmp_path):
     import torch
 
-    from models.custom_diffusion import load_components
+    from gen4gen.models.custom_diffusion import load_components
 
     parts = load_components({"model": base, "device": "cpu"})
     before = {name: {k: v.clone() for k, v in parts[name].state_dict().items()} for name in ("unet", "text_encoder", "vae")}
@@ -150,7 +150,7 @@ def test_only_cross_attention_kv_and_the_new_embeddings_change(dataset, base, tm
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss(dataset, base):
     import torch
 
-    from models.custom_diffusion import CustomDiffusion, load_components
+    from gen4gen.models.custom_diffusion import CustomDiffusion, load_components
 
     ts = T.read_training_set(dataset)
     parts = load_components({"model": base, "device": "cpu"})
@@ -185,7 +185,7 @@ def test_checkpoint_loads_into_a_plain_pipeline_with_diffusers_loaders(dataset, 
     from diffusers import StableDiffusionPipeline
     from diffusers.models.attention_processor import CustomDiffusionAttnProcessor
 
-    from tasks import checkpoint as ckpt
+    from gen4gen.infra import checkpoint as ckpt
 
     result = T.train_model(config(dataset, base, tmp_path / "run", learning_rate=5e-2))
     folder = result.latest.removeprefix("file://")
@@ -200,7 +200,7 @@ def test_checkpoint_loads_into_a_plain_pipeline_with_diffusers_loaders(dataset, 
 
     plain = StableDiffusionPipeline.from_pretrained(base, safety_checker=None)
     before = render(plain, "a photo of a cat")
-    # diffusers' own loaders, as a user calls them (see tasks/checkpoint.py for _pipeline).
+    # diffusers' own loaders, as a user calls them (see infra/checkpoint.py for _pipeline).
     plain.unet.load_attn_procs(folder, weight_name=ckpt.WEIGHTS, _pipeline=plain)
     procs = plain.unet.attn_processors
     assert all(isinstance(p, CustomDiffusionAttnProcessor) for p in procs.values())
@@ -230,7 +230,7 @@ def test_checkpoint_loads_into_a_plain_pipeline_with_diffusers_loaders(dataset, 
 def test_a_restarted_run_resumes_from_its_last_checkpoint_with_equal_optimizer_state(dataset, base, tmp_path):
     import torch
 
-    from tasks import checkpoint as ckpt
+    from gen4gen.infra import checkpoint as ckpt
 
     whole = T.train_model(config(dataset, base, tmp_path / "whole", steps=4))
     first = T.train_model(config(dataset, base, tmp_path / "killed", steps=2))
@@ -267,8 +267,8 @@ def test_dataset_and_checkpoints_on_s3(dataset, base, s3_server):
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from infra.storage import join, read_bytes, write_bytes
-    from tasks import checkpoint as ckpt
+    from gen4gen.infra.storage import join, read_bytes, write_bytes
+    from gen4gen.infra import checkpoint as ckpt
 
     manifest = Manifest.model_validate_json(read_bytes(dataset + "/manifest.json"))
     remote = f"{s3_server}/datasets/small"
@@ -301,7 +301,7 @@ def test_regularisation_images_join_each_step_with_their_class_prompt(dataset, b
         T.train_model(config(dataset, base, tmp_path / "other", steps=1, regularisation={"nobody": str(folder)}))
     (folder / "0.png").unlink()
     (folder / "1.png").unlink()
-    from infra.errors import BadInput
+    from gen4gen.infra.errors import BadInput
 
     with pytest.raises(BadInput, match="holds no images"):
         T.train_model(config(dataset, base, tmp_path / "third", steps=1, regularisation={"chelsea": str(folder)}))

@@ -3,7 +3,7 @@
 What the train flow writes, at test size, without training: the UNet's cross-attention
 layers get diffusers' `CustomDiffusionAttnProcessor`s (train_kv) whose k/v weights start
 from the base layer's and are perturbed; the weights file names every processor (an empty
-tensor for the weightless ones, as tasks/checkpoint.py specifies, so diffusers'
+tensor for the weightless ones, as infra/checkpoint.py specifies, so diffusers'
 `load_attn_procs` accepts it); each concept's token embedding is a textual-inversion
 safetensors file {"<token>": tensor[hidden]}; checkpoint.json last.
 """
@@ -61,7 +61,7 @@ def tiny_checkpoint(
     (folder / "embeddings").mkdir(parents=True, exist_ok=True)
     pipe = StableDiffusionPipeline.from_pretrained(str(base_model), safety_checker=None, requires_safety_checker=False)
     procs = custom_diffusion_processors(pipe.unet, seed=seed)
-    # As train writes it (tasks/checkpoint.py): every processor by name, k/v weights for
+    # As train writes it (infra/checkpoint.py): every processor by name, k/v weights for
     # the cross-attention ones, an empty tensor standing for a default processor.
     state = {}
     for name, proc in procs.items():

@@ -32,8 +32,8 @@ from typing import Any
 
 from pydantic import Field
 
-from infra.storage import exists, join, list_files, read_bytes, resolve
-from tasks.records import Record, SafeId
+from gen4gen.infra.storage import exists, join, list_files, read_bytes, resolve
+from gen4gen.infra.records import Record, SafeId
 
 FORMAT = "gen4gen-custom-diffusion/1"
 WEIGHTS = "pytorch_custom_diffusion_weights.safetensors"
@@ -181,8 +181,8 @@ def read_checkpoint(uri: str) -> CheckpointInfo:
     problem is a CheckpointError naming the checkpoint and what is wrong."""
     from pydantic import ValidationError
 
-    from infra.config import format_errors
-    from infra.errors import BadInput
+    from gen4gen.infra.config import format_errors
+    from gen4gen.infra.errors import BadInput
 
     uri = normalise(uri)
     info_uri = join(uri, INFO)

@@ -30,12 +30,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra.errors import BadInput
-from infra.storage import (decode_image, exists, join, read_bytes, read_input, read_rgb, resolve, sha256,
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.storage import (decode_image, exists, join, read_bytes, read_input, read_rgb, resolve, sha256,
                            to_rgb_alpha, write_bytes)
-from models import registry
-from models.vision import Detection
-from tasks import metrics
+from gen4gen.models import registry
+from gen4gen.models.vision import Detection
+from gen4gen.models import metrics
 
 IMAGE_CHUNK = 64  # images held in memory at once (a 1024px RGB image is 3 MB)
 _ANY_TOKEN = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_-]{0,62}>")

@@ -1,6 +1,6 @@
 """CP-CLIP and TI-CLIP (DESIGN.md §6) as pure functions of feature vectors, plus a bootstrap.
 
-No model here: the callers (tasks/score.py) run OWL-ViT and CLIP and pass features in, so
+No model here: the callers (models/score.py) run OWL-ViT and CLIP and pass features in, so
 every number can be checked by hand.
 
 CP-CLIP for one image whose concept set O' has |O'| concepts:
