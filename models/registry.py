@@ -19,10 +19,11 @@ import importlib
 import importlib.util
 import json
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 _Factory = Callable[..., Any]
 
@@ -149,3 +150,10 @@ def load(family: str, backend: str, options: dict[str, Any] | None = None) -> An
 def loaded() -> list[tuple[str, str, str]]:
     """What this process has loaded so far (for tests and diagnostics)."""
     return list(_LOADED)
+
+
+@contextmanager
+def use(family: str, backend: str, options: dict[str, Any] | None = None) -> Iterator[Any]:
+    """The loaded model, held for the body: a stage runs its batches inside this, so the
+    model is on its device while in use and never evicted under it."""
+    yield load(family, backend, options)
