@@ -32,3 +32,28 @@ def advance(composition: str, stage: str, samples: int) -> None:
         listeners = list(_listeners)
     for fn in listeners:
         fn(composition, stage, samples)
+
+
+# Work done, apart from progress: how many samples a stage really computed (not read back
+# from their committed records). Tests and benchmarks count recomputation with it.
+_workers: list[Listener] = []
+
+
+def listen_computed(fn: Listener) -> Callable[[], None]:
+    """Add a listener of (composition, stage, samples computed); returns its remover."""
+    with _lock:
+        _workers.append(fn)
+
+    def remove() -> None:
+        with _lock:
+            if fn in _workers:
+                _workers.remove(fn)
+
+    return remove
+
+
+def computed(composition: str, stage: str, samples: int) -> None:
+    with _lock:
+        listeners = list(_workers)
+    for fn in listeners:
+        fn(composition, stage, samples)

@@ -202,6 +202,10 @@ class Sample(Record):
     concepts: list[SafeId]
     tokens: list[str]
     plan: LayoutPlan
+    stage_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="stage -> the key of its output: its input's key, settings and code (tasks/stage.py)",
+    )
     paths: dict[str, str] = Field(
         default_factory=dict, description="stage -> output path, relative to the dataset URI"
     )
@@ -306,7 +310,9 @@ class StageConfig(Record):
 
 
 class FilterConfig(Record):
-    """The rule filter's limits; a sample breaking any of them is dropped with the reason."""
+    """The filter's backend (models/judge.py: `rules`, or `clip`: the rules then OWL-ViT +
+    CLIP) and its thresholds, typed because they are what users tune; a sample breaking any
+    of them is dropped with the reason."""
 
     backend: Backend = "rules"
     max_occlusion: float = Field(
@@ -336,13 +342,6 @@ class FilterConfig(Record):
         description="clip backend: {'clip': {...}, 'owlvit': {...}, 'feature_cache': URI} (models/vision.py)",
     )
 
-    @field_validator("backend")
-    @classmethod
-    def _known_filter(cls, v: str) -> str:
-        if v not in FILTER_BACKENDS:
-            raise ValueError(f"stages.filter.backend: unknown backend {v!r}; known: {list(FILTER_BACKENDS)}")
-        return v
-
     @field_validator("vision")
     @classmethod
     def _vision_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
@@ -350,9 +349,6 @@ class FilterConfig(Record):
         if unknown:
             raise ValueError(f"stages.filter.vision: unknown keys {unknown}; known: clip, owlvit, feature_cache")
         return v
-
-
-FILTER_BACKENDS = ("rules", "clip")
 
 
 class StagesConfig(Record):
@@ -370,16 +366,14 @@ class RunConfig(Record):
     workers: int = Field(default=2, ge=1, le=256)
     retries: int = Field(default=3, ge=0, le=20)
     retry_delay_seconds: float = Field(default=2.0, ge=0)
-    cache: bool = True
+    cache: bool = Field(
+        default=True,
+        description="reuse every sample's committed stage records; false recomputes and rewrites them (--no-cache)",
+    )
     runner: "RunnerConfig" = Field(default_factory=lambda: RunnerConfig(), description="where tasks run (infra/runners.py)")
     gpu_slots: int = Field(
         default=1, ge=1, le=64,
         description="GPU tasks at once per worker machine (a Prefect global concurrency limit, infra/limits.py)",
-    )
-    result_storage: str | None = Field(
-        default=None,
-        description="cached task results: a saved block slug (remote-file-system/NAME) or a URI; "
-        "default {out}/.cache/prefect-results (env GEN4GEN_RESULT_STORAGE overrides the default)",
     )
 
 

@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from gen4gen.models.contracts import Caption, Obj
+
 OPENINGS = ("a photo of", "a picture of", "a realistic photo of")
 
 
 class TemplateCaptioner:
+    """The caption from the plan alone: objects left to right, the scene last."""
+
     name = "template"
+    batch_size = 256
+    needs_image = False
 
     def __init__(self, openings: tuple[str, ...] | list[str] = OPENINGS):
         if not openings:
             raise ValueError("openings: need at least one caption opening")
         self.openings = tuple(openings)
+
+    def caption_batch(self, images, objects: list[list[Obj]], scenes: list[str], seeds: list[int]) -> list[Caption]:
+        return [Caption(self.caption(o, scene, seed)) for o, scene, seed in zip(objects, scenes, seeds)]
 
     def caption(self, objects: list[tuple[str, str, tuple[int, int, int, int]]], scene: str, seed: int) -> str:
         """objects: (token, category, box) per concept. Every token appears exactly once."""
@@ -97,9 +106,6 @@ NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "both": 2, "2": 2, "
 CLIP_MAX_TOKENS = 77  # CLIP's context, start and end tokens included
 _CONCEPT_TOKEN = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_-]{0,62}>")
 
-Obj = tuple[str, str, tuple[int, int, int, int]]  # (token, category, box)
-
-
 @dataclass
 class Named:
     """A description with concept tokens put in."""
@@ -108,14 +114,6 @@ class Named:
     named: list[str]  # tokens put in, in the order they appear
     unnamed: list[str]  # tokens the description gave no place for, left to right
 
-
-@dataclass
-class CaptionResult:
-    """The final caption and what was worked around to get it (code, detail) pairs."""
-
-    text: str
-    notes: list[tuple[str, str]] = field(default_factory=list)
-    raw: str = ""
 
 
 def left_to_right(objects: list[Obj]) -> list[Obj]:
@@ -247,7 +245,7 @@ def finish_caption(
     form: str = "token_word",
     unnamed: str = "append",
     limit: int = CLIP_MAX_TOKENS,
-) -> CaptionResult:
+) -> Caption:
     """A model's description -> a training caption naming every object by its token.
 
     `fallback` is the template caption used when the description cannot be made into one;
@@ -282,10 +280,10 @@ def finish_caption(
         return _checked(fallback, tokens, limit, notes, raw)
     if fitted != text:
         notes.append(("caption_truncated", f"{clip_tokens(text)} CLIP tokens > {limit}; cut at a word boundary"))
-    return CaptionResult(fitted, notes, raw)
+    return Caption(fitted, notes, raw)
 
 
-def _checked(fallback: str, tokens: list[str], limit: int, notes: list, raw: str) -> CaptionResult:
+def _checked(fallback: str, tokens: list[str], limit: int, notes: list, raw: str) -> Caption:
     if clip_tokens(fallback) > limit:  # kept whole: cutting a template would drop a token
         notes.append(("caption_too_long", f"the template caption has {clip_tokens(fallback)} CLIP tokens > {limit}"))
-    return CaptionResult(fallback, notes, raw)
+    return Caption(fallback, notes, raw)

@@ -25,7 +25,7 @@ from gen4gen.models.captioner import (
     CLIP_MAX_TOKENS,
     DEFAULT_SYNONYMS,
     OPENINGS,
-    CaptionResult,
+    Caption,
     Obj,
     TemplateCaptioner,
     finish_caption,
@@ -131,12 +131,12 @@ class LlavaCaptioner:
         """The template caption (what a sample gets when its description cannot be used)."""
         return self.template.caption(objects, scene, seed)
 
-    def caption_images(
+    def caption_batch(
         self, images: list[np.ndarray], objects: list[list[Obj]], scenes: list[str], seeds: list[int]
-    ) -> list[CaptionResult]:
+    ) -> list[Caption]:
         """One caption per image, naming that image's objects by their tokens."""
         if not (len(images) == len(objects) == len(scenes) == len(seeds)):
-            raise ValueError("caption_images: images, objects, scenes and seeds differ in length")
+            raise ValueError("caption_batch: images, objects, scenes and seeds differ in length")
         descriptions = self.describe(images, seeds[0] if seeds else 0)
         return [
             finish_caption(

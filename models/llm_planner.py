@@ -30,7 +30,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator
 
-from gen4gen.models.planner import SMALLEST_RATIO, OfflinePlanner, PlannedObject
+from gen4gen.models.contracts import Layout, LayoutRequest, PlannedObject
+from gen4gen.models.planner import SMALLEST_RATIO, OfflinePlanner
 from gen4gen.infra.records import MAX_CONCEPTS, MIN_CONCEPTS, box_iou
 
 SYSTEM = (
@@ -354,6 +355,22 @@ class LLMPlanner:
 
     # ----------------------------------------------------------------- layout
 
+    def plan_batch(self, requests: list[LayoutRequest]) -> list[Layout]:
+        """One layout per request, each saying how it was made (`openai`, or
+        `openai->offline` after an unusable answer) and what was made offline instead."""
+        layouts = []
+        for r in requests:
+            objects = list(r.objects)
+            boxes = self.layout(objects, r.canvas, r.scene, r.max_iou, r.seed)
+            with self._lock:
+                attempt = self.last.pop(r.seed, None)
+            made_by = self.name if attempt is None or attempt.source == "llm" else f"{self.name}->{attempt.source}"
+            notes = self.notes(objects, r.seed)
+            if attempt is not None and attempt.source != "llm":
+                notes.append(("layout_fallback", attempt.detail))
+            layouts.append(Layout(boxes, made_by, notes))
+        return layouts
+
     def layout(self, objects: list[PlannedObject], canvas: int, scene: str, max_iou: float, seed: int):
         names = _names(objects)
         ratios = self.size_ratios(objects, seed)
@@ -463,11 +480,7 @@ class LLMPlanner:
     def notes(self, objects: list[PlannedObject], seed: int) -> list[tuple[str, str]]:
         """(code, detail) for each part of a sample's plan made offline instead."""
         key = tuple(_names(objects))
-        out = [(f"{part}_fallback", detail) for (part, names), detail in sorted(self.fallbacks.items()) if names == key]
-        attempt = self.last.get(seed)
-        if attempt is not None and attempt.source != "llm":
-            out.append(("layout_fallback", attempt.detail))
-        return out
+        return [(f"{part}_fallback", detail) for (part, names), detail in sorted(self.fallbacks.items()) if names == key]
 
     def _ask(self, messages: list[dict], seed: int) -> str:
         reply = self.client.chat.completions.create(

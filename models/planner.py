@@ -20,6 +20,7 @@ import numpy as np
 from gen4gen.models.scenes import DEFAULT_SCENES, scenes_for
 from gen4gen.models.scenes import scene as scene_of
 from gen4gen.infra.records import box_iou
+from gen4gen.models.contracts import Layout, LayoutRequest, PlannedObject
 
 # Category -> (typical real-world height in metres, width / height of the object).
 # Only the ratios between categories matter; unknown categories get DEFAULT_PRIOR.
@@ -48,13 +49,6 @@ MIN_SIDE_DIVISOR = {2: 5, 3: 5, 4: 6, 5: 8}  # smallest box >= (H/d)^2
 LARGEST_HEIGHT = {2: 0.62, 3: 0.55, 4: 0.5, 5: 0.46}
 
 
-@dataclass(frozen=True)
-class PlannedObject:
-    concept: str
-    category: str
-    aspect: float  # width / height of the object's cut-out (or its category prior)
-
-
 def size_ratios(categories: list[str]) -> list[float]:
     """Relative sizes: 1.0 for the tallest, SMALLEST_RATIO for the shortest, log-scaled."""
     heights = [math.log(SIZE_PRIORS.get(c.lower(), DEFAULT_PRIOR)[0]) for c in categories]
@@ -76,6 +70,9 @@ class OfflinePlanner:
     def __init__(self, attempts: int = 200, jitter: float = 0.1):
         self.attempts = attempts
         self.jitter = jitter
+
+    def plan_batch(self, requests: list[LayoutRequest]) -> list[Layout]:
+        return [Layout(self.layout(list(r.objects), r.canvas, r.scene, r.max_iou, r.seed), self.name) for r in requests]
 
     def layout(
         self,

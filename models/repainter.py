@@ -253,6 +253,7 @@ class OfflineRepainter:
     """
 
     name = "offline"
+    batch_size = 8  # no batched kernel: the chunk is painted image by image
 
     def __init__(
         self,
@@ -277,6 +278,9 @@ class OfflineRepainter:
         self.premultiplied = bool(premultiplied)
 
     # ------------------------------------------------------------------ public
+
+    def repaint_batch(self, composites, masks, scenes, seeds, boxes) -> list[np.ndarray]:
+        return [self.repaint(*args) for args in zip(composites, masks, scenes, seeds, boxes)]
 
     def repaint(
         self,

@@ -12,12 +12,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from gen4gen.infra.caching import STAGE_CACHE
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.storage import join, read_mask, read_photo, write_png
-from gen4gen.tasks.common import each_sample, stage_path
 from gen4gen.infra.records import Box, Cutout, Sample, box_iou
+from gen4gen.tasks.stage import IMAGE_FORMAT, Job, Stage, each_sample, run_samples
 
 STAGE = "composite"
 
@@ -89,13 +89,13 @@ def cut(photo_rgb: np.ndarray, mask: np.ndarray, cutout: Cutout) -> tuple[np.nda
     return photo_rgb[y : y + h, x : x + w], mask[y : y + h, x : x + w]
 
 
-def composite_samples(samples: list[Sample], cutouts: dict[str, Cutout], out: str) -> list[Sample]:
-    """Composite every live sample; writes composite/ and mask/ images."""
+def composite_samples(samples: list[Sample], job: Job, model: None = None) -> None:
+    """Composite every live sample (in place); writes composite/ and mask/ images."""
 
     def one(sample: Sample) -> None:
         layers = []
         for box in sample.plan.boxes:
-            cutout = cutouts[sample.plan.photos[box.concept]]
+            cutout = job.cutouts[sample.plan.photos[box.concept]]
             if not cutout.usable:
                 reason = cutout.error
                 if reason is not None and reason.code == "empty_mask":
@@ -104,18 +104,31 @@ def composite_samples(samples: list[Sample], cutouts: dict[str, Cutout], out: st
                     code = reason.code if reason else "bad_input"
                     sample.fail(code, STAGE, f"{box.concept}: {reason.detail if reason else 'no mask'}")
                 return
-            crop_rgb, crop_mask = cut(read_photo(cutout.photo), read_mask(join(out, cutout.mask)), cutout)
+            crop_rgb, crop_mask = cut(read_photo(cutout.photo), read_mask(join(job.out, cutout.mask)), cutout)
             layers.append((box, crop_rgb, crop_mask))
         image, union, measures = compose(sample.plan.canvas, layers)
-        for stage, arr in (("composite", image), ("mask", union)):
-            path = stage_path(sample.composition, stage, sample.id)
-            sample.hashes[stage] = write_png(join(out, path), arr)
-            sample.paths[stage] = path
+        for output, arr in (("composite", image), ("mask", union)):
+            path = COMPOSITE.path(sample, output=output)
+            sample.hashes[output] = write_png(join(job.out, path), arr)
+            sample.paths[output] = path
         sample.measures.update(measures)
 
-    return each_sample(samples, STAGE, one)
+    each_sample(samples, STAGE, one)
 
 
-@task(name="composite", cache_policy=STAGE_CACHE, persist_result=True)
-def composite_task(samples: list[Sample], cutouts: dict[str, Cutout], out: str) -> list[Sample]:
-    return composite_samples(samples, cutouts, out)
+def _masks(sample: Sample, job: Job) -> list[str | None]:
+    """The cut-outs a sample uses: their masks' keys (photo bytes, category, segmenter)."""
+    return [job.cutouts[sample.plan.photos[b.concept]].mask for b in sample.plan.boxes]
+
+
+COMPOSITE = Stage(
+    name=STAGE, family=None, contract=None, after="plan", inputs=_masks,
+    modules=("gen4gen.tasks.composite",),
+    settings=lambda config, comp: {"image_format": IMAGE_FORMAT},
+    process=composite_samples,
+)
+
+
+@task(name="composite", task_run_name="composite[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
+def composite_task(samples: list[Sample], job: Job) -> list[Sample]:
+    return run_samples(COMPOSITE, samples, job)

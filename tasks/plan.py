@@ -1,23 +1,33 @@
-"""Plan: each composition -> its samples' layout plans (boxes, scene, seed, source photos).
+"""Plan: one composition -> its samples' layout plans (boxes, scene, seed, source photos).
 
-Runs once for the whole dataset, after segmentation, so that every box is shaped like the
-cut-out it will hold. A sample's id is a content hash of its plan, the photos' bytes, the
-stage settings and the stages' code: the same recipe always gives the same ids (and so the
-same keys), and a changed recipe or backend never overwrites what an earlier one wrote.
+Runs per composition, after segmentation, so that every box is shaped like the cut-out it
+will hold. A sample's id is the key of its plan: what planning uses and nothing else (the
+plan settings and the composition's concepts, the sample's index and seed, the chosen
+photos' bytes and cut-outs, the planner's code version). So the same recipe always gives the
+same ids, a later stage's setting never changes one, and adding a sample plans only it.
+Each plan is committed as a record (`{composition}/plan/{sample id}.json`); the scenes a
+planner proposes for a composition are committed once too, so an LLM is asked once.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from gen4gen.infra.caching import STAGE_CACHE, factory_source_hash
-from gen4gen.models import registry
-from gen4gen.models.planner import PlannedObject, category_aspect
-from gen4gen.models.scenes import scenes_for
-from gen4gen.tasks.common import digest
+from gen4gen.infra import progress
+from gen4gen.infra.errors import BadInput
 from gen4gen.infra.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Reason, Sample
+from gen4gen.infra.storage import join, read_bytes, write_bytes
+from gen4gen.models import registry
+from gen4gen.models.contracts import LayoutRequest, PlannedObject, Planner
+from gen4gen.models.planner import category_aspect
+from gen4gen.tasks.common import digest
+from gen4gen.tasks.stage import KEY_LENGTH, Job, Stage, _committed, _read_record
 
+STAGE = "plan"
 SCENES_PER_COMPOSITION = 3  # the paper: the LLM proposes 3 backgrounds per composition
 
 
@@ -37,67 +47,89 @@ def choose_photo(rng: np.random.Generator, cutouts: list[Cutout]) -> Cutout:
     return pool[int(rng.integers(len(pool)))]
 
 
-def plan_composition(config: DatasetConfig, composition: Composition, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
-    planner = registry.load("plan", config.stages.plan.backend, config.stages.plan.options)
-    concepts = [config.concept(cid) for cid in composition.concepts]
+def settings(config: DatasetConfig, comp: Composition) -> dict:
+    """What planning reads from the recipe: no token, no later stage, no sample count."""
+    return {
+        "stage": config.stages.plan, "canvas": config.canvas, "max_iou": config.max_iou, "seed": config.seed,
+        "composition": comp.id, "scenes": comp.scenes,
+        "concepts": [(c, config.concept(c).category) for c in comp.concepts],
+    }
+
+
+PLAN = Stage(name=STAGE, family="plan", contract=Planner, modules=("gen4gen.tasks.plan",), settings=settings)
+
+
+def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
+    """The composition's samples in index order, planned or read back from their records."""
+    config, comp = job.config, job.composition
+    concepts = [config.concept(cid) for cid in comp.concepts]
+    base = digest(settings(config, comp), PLAN.code_version(config))
+    backend, options = PLAN.backend(config), PLAN.backend_options(config)
+    committed = set() if job.refresh else _committed(job.out, comp.id, STAGE)
     kinds = [PlannedObject(c.id, c.category, category_aspect(c.category)) for c in concepts]
-    if composition.scenes:
-        scenes = composition.scenes
-    elif hasattr(planner, "scenes"):  # the planner proposes them (the LLM one asks its endpoint)
-        scenes = planner.scenes(kinds, SCENES_PER_COMPOSITION, sample_seed(config.seed, composition.id, -1))
-    else:
-        scenes = scenes_for([c.category for c in concepts])[:SCENES_PER_COMPOSITION]
-    samples = []
-    for index in range(composition.samples):
-        seed = sample_seed(config.seed, composition.id, index)
+    scenes = comp.scenes or _scenes(job, kinds, base, committed)
+
+    samples: dict[int, Sample] = {}
+    todo: list[tuple[int, str, dict[str, Cutout], LayoutRequest]] = []
+    for index in range(comp.samples):
+        seed = sample_seed(config.seed, comp.id, index)
         rng = np.random.default_rng(seed)
         chosen = {c.id: choose_photo(rng, cutouts[c.id]) for c in concepts}
-        objects = [
-            PlannedObject(
-                concept=c.id,
-                category=c.category,
-                aspect=(chosen[c.id].bbox[2] / chosen[c.id].bbox[3]) if chosen[c.id].usable else category_aspect(c.category),
-            )
+        objects = tuple(
+            PlannedObject(c.id, c.category,
+                          chosen[c.id].bbox[2] / chosen[c.id].bbox[3] if chosen[c.id].usable else category_aspect(c.category))
             for c in concepts
-        ]
+        )
         scene = scenes[index % len(scenes)]
-        boxes = planner.layout(objects, config.canvas, scene, config.max_iou, seed)
-        # A planner that can fall back (the LLM one) says which way each layout was made.
-        attempt = getattr(planner, "last", {}).get(seed)
-        made_by = planner.name if attempt is None or attempt.source == "llm" else f"{planner.name}->{attempt.source}"
-        plan = LayoutPlan(
-            composition=composition.id,
-            index=index,
-            canvas=config.canvas,
-            boxes=[Box(concept=o.concept, x=b[0], y=b[1], w=b[2], h=b[3]) for o, b in zip(objects, boxes)],
-            scene=scene,
-            seed=seed,
-            photos={cid: cut.photo for cid, cut in chosen.items()},
-            planner=made_by,
-        )
-        # The code is part of the key too: a changed backend writes new keys, never new bytes
-        # under a key that a published manifest already lists.
-        key = digest(plan, {cid: cut.photo_sha256 for cid, cut in chosen.items()}, config.stages, factory_source_hash())
-        # What the planner made offline instead of asking (scenes, sizes, layout), if anything.
-        notes = planner.notes(objects, seed) if hasattr(planner, "notes") else []
-        samples.append(
-            Sample(
-                id=f"{index:05d}-{key[:12]}",
-                composition=composition.id,
-                concepts=[c.id for c in concepts],
-                tokens=[c.token for c in concepts],
-                plan=plan,
-                notes=[Reason(code=code, stage="plan", detail=detail) for code, detail in notes],
+        used = {cid: (cut.photo, cut.photo_sha256, cut.mask, cut.bbox) for cid, cut in chosen.items()}
+        sample_id = f"{index:05d}-{digest(base, index, seed, scene, used)[:KEY_LENGTH]}"
+        cached = _read_record(job.out, f"{comp.id}/{STAGE}/{sample_id}.json") if f"{sample_id}.json" in committed else None
+        if cached is not None and cached.id == sample_id:
+            # Tokens are not part of the plan: a renamed token takes effect without replanning.
+            samples[index] = cached.model_copy(update={"tokens": [c.token for c in concepts]})
+            continue
+        todo.append((index, sample_id, chosen, LayoutRequest(objects, config.canvas, scene, config.max_iou, seed)))
+
+    if todo:
+        with registry.use(PLAN.family, backend, options) as planner:
+            layouts = planner.plan_batch([request for *_, request in todo])
+        for (index, sample_id, chosen, request), layout in zip(todo, layouts):
+            plan = LayoutPlan(
+                composition=comp.id, index=index, canvas=config.canvas,
+                boxes=[Box(concept=o.concept, x=b[0], y=b[1], w=b[2], h=b[3]) for o, b in zip(request.objects, layout.boxes)],
+                scene=request.scene, seed=request.seed, photos={cid: cut.photo for cid, cut in chosen.items()},
+                planner=layout.made_by,
             )
-        )
-    return samples
+            sample = Sample(
+                id=sample_id, composition=comp.id, concepts=[c.id for c in concepts], tokens=[c.token for c in concepts],
+                plan=plan, stage_keys={STAGE: sample_id},
+                notes=[Reason(code=code, stage=STAGE, detail=detail) for code, detail in layout.notes],
+            )
+            write_bytes(join(job.out, f"{comp.id}/{STAGE}/{sample_id}.json"), sample.model_dump_json(exclude={"seconds"}).encode())
+            samples[index] = sample
+        progress.computed(comp.id, STAGE, len(todo))
+    progress.advance(comp.id, STAGE, comp.samples)
+    return [samples[i] for i in range(comp.samples)]
 
 
-def plan_dataset(config: DatasetConfig, cutouts: dict[str, list[Cutout]]) -> dict[str, list[Sample]]:
-    """Composition id -> its planned samples."""
-    return {comp.id: plan_composition(config, comp, cutouts) for comp in config.compositions}
+def _scenes(job: Job, kinds: list[PlannedObject], base: str, committed: set[str]) -> list[str]:
+    """The planner's scenes for the composition, proposed once and committed."""
+    name = f"scenes-{base[:KEY_LENGTH]}.json"
+    uri = join(job.out, job.composition.id, STAGE, name)
+    if name in committed:
+        try:
+            found = json.loads(read_bytes(uri))
+            if isinstance(found, list) and found and all(isinstance(s, str) and s for s in found):
+                return found
+        except (BadInput, ValueError):
+            pass  # unreadable: ask again and rewrite it
+    config = job.config
+    with registry.use(PLAN.family, PLAN.backend(config), PLAN.backend_options(config)) as planner:
+        scenes = planner.scenes(kinds, SCENES_PER_COMPOSITION, sample_seed(config.seed, job.composition.id, -1))
+    write_bytes(uri, json.dumps(scenes).encode())
+    return scenes
 
 
-@task(name="plan", cache_policy=STAGE_CACHE, persist_result=True)
-def plan_task(config: DatasetConfig, cutouts: dict[str, list[Cutout]]) -> dict[str, list[Sample]]:
-    return plan_dataset(config, cutouts)
+@task(name="plan", task_run_name="plan[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
+def plan_task(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
+    return plan_composition(job, cutouts)

@@ -20,7 +20,7 @@ from importlib import metadata as importlib_metadata
 
 from prefect import task
 
-from gen4gen.infra.caching import STAGE_CACHE
+from prefect.cache_policies import NO_CACHE
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.lease import lease
 from gen4gen.infra.storage import basename, exists, join, list_files, read_bytes, relative, remove, resolve, sha256, write_bytes
@@ -32,7 +32,10 @@ INDEX = ".index"  # content-named copies of the index files that manifests list
 
 
 def published_path(sample: Sample) -> str:
-    return f"{sample.composition}/{IMAGES}/{sample.id}.png"
+    """A kept sample's image in the published tree, named by the sample and the key of the
+    image it copies: a repaint setting changed later publishes under a new name, so no
+    published name ever gets other bytes."""
+    return f"{sample.composition}/{IMAGES}/{sample.id}-{sample.stage_keys['repaint']}.png"
 
 
 def collect_composition(samples: list[Sample], out: str) -> CompositionStats:
@@ -235,11 +238,11 @@ def read_manifest(out: str) -> Manifest:
     return Manifest.model_validate_json(read_bytes(join(out, "manifest.json")))
 
 
-@task(name="collect", cache_policy=STAGE_CACHE, persist_result=True)
-def collect_task(samples: list[Sample], out: str) -> CompositionStats:
+@task(name="collect", task_run_name="collect[{composition}]", cache_policy=NO_CACHE, persist_result=False)
+def collect_task(samples: list[Sample], out: str, composition: str) -> CompositionStats:
     return collect_composition(samples, out)
 
 
-@task(name="publish")
+@task(name="publish", cache_policy=NO_CACHE, persist_result=False)
 def publish_task(config: DatasetConfig, out: str, stats: list[CompositionStats], cutouts: dict[str, list[Cutout]]) -> Manifest:
     return publish_dataset(config, out, stats, cutouts)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra.records import Sample
 from gen4gen.infra.storage import join, read_mask, read_rgb, write_png
-from gen4gen.infra.limits import gpu_slot
-from gen4gen.models import registry
-from gen4gen.tasks.common import each_batch, each_sample, stage_path
-from gen4gen.infra.records import Sample, StageConfig
+from gen4gen.models.contracts import Repainter
+from gen4gen.tasks.stage import IMAGE_FORMAT, Job, Stage, each_batch, run_samples
 
 STAGE = "repaint"
 
@@ -33,39 +32,33 @@ def keep_objects(painted: np.ndarray, composite: np.ndarray, mask: np.ndarray) -
     return out
 
 
-def repaint_samples(samples: list[Sample], out: str, stage: StageConfig) -> list[Sample]:
-    model = registry.load("repaint", stage.backend, stage.options)
-
-    def one(sample: Sample) -> None:
-        composite = read_rgb(join(out, sample.paths["composite"]))
-        mask = read_mask(join(out, sample.paths["mask"]))
-        painted = model.repaint(composite, mask, sample.plan.scene, sample.plan.seed, [b.xywh for b in sample.plan.boxes])
-        image = keep_objects(painted, composite, mask)
-        path = stage_path(sample.composition, STAGE, sample.id)
-        sample.hashes[STAGE] = write_png(join(out, path), image)
-        sample.paths[STAGE] = path
-
-    if not hasattr(model, "repaint_batch"):
-        return each_sample(samples, STAGE, one)
+def repaint_samples(samples: list[Sample], job: Job, model: Repainter) -> None:
+    """One backend call per chunk of `model.batch_size` samples (in place)."""
 
     def batch(chunk: list[Sample]) -> None:
-        # A model that batches (the diffusion repainters): one pipeline call per chunk.
         chunk = [s for s in chunk if s.alive]
-        inputs = [(read_rgb(join(out, s.paths["composite"])), read_mask(join(out, s.paths["mask"]))) for s in chunk]
+        inputs = [(read_rgb(join(job.out, s.paths["composite"])), read_mask(join(job.out, s.paths["mask"]))) for s in chunk]
         painted = model.repaint_batch(
             [c for c, _ in inputs], [m for _, m in inputs], [s.plan.scene for s in chunk],
             [s.plan.seed for s in chunk], [[b.xywh for b in s.plan.boxes] for s in chunk],
         )
         for sample, (composite, mask), image in zip(chunk, inputs, painted):
             image = keep_objects(image, composite, mask)
-            path = stage_path(sample.composition, STAGE, sample.id)
-            sample.hashes[STAGE] = write_png(join(out, path), image)
+            path = REPAINT.path(sample)
+            sample.hashes[STAGE] = write_png(join(job.out, path), image)
             sample.paths[STAGE] = path
 
-    return each_batch(samples, STAGE, getattr(model, "batch_size", 1), batch)
+    each_batch(samples, STAGE, model.batch_size, batch)
 
 
-@task(name="repaint", cache_policy=STAGE_CACHE, persist_result=True)
-def repaint_task(samples: list[Sample], out: str, stage: StageConfig) -> list[Sample]:
-    with gpu_slot(registry.uses_gpu("repaint", stage.backend)):
-        return repaint_samples(samples, out, stage)
+REPAINT = Stage(
+    name=STAGE, family="repaint", contract=Repainter, after="composite",
+    modules=("gen4gen.tasks.repaint",),
+    settings=lambda config, comp: {"stage": config.stages.repaint, "image_format": IMAGE_FORMAT},
+    process=repaint_samples,
+)
+
+
+@task(name="repaint", task_run_name="repaint[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
+def repaint_task(samples: list[Sample], job: Job) -> list[Sample]:
+    return run_samples(REPAINT, samples, job)

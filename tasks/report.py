@@ -29,7 +29,6 @@ from PIL import Image
 
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.storage import decode_image, join, read_bytes, resolve, sha256
-from gen4gen.tasks.common import stage_path
 from gen4gen.tasks.publish import composition_stats, published_path, read_manifest, read_shard
 from gen4gen.infra.records import Manifest, Sample
 
@@ -277,7 +276,7 @@ def _sample_thumbs(version: Version, sample: Sample, size: int) -> dict[str, Thu
             continue
         # A kept sample's final image is read from its published copy, which the manifest lists.
         published = version.published and stage == "repaint" and sample.status == "kept"
-        rel = published_path(sample) if published else stage_path(sample.composition, stage, sample.id)
+        rel = published_path(sample) if published else sample.paths[stage]
         thumbs[stage] = _thumb(join(version.uri, rel), sample.hashes[stage], size, grey=stage == "mask")
     return thumbs
 

@@ -31,7 +31,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from gen4gen.infra import artifacts
-from gen4gen.infra.caching import STAGE_CACHE
+from prefect.cache_policies import NO_CACHE
 from gen4gen.infra.storage import join, resolve, write_bytes
 from gen4gen.infra.records import DatasetConfig, Sample
 from gen4gen.tasks.report import HUMAN_KEEP_RATING, build_review_page
@@ -127,6 +127,6 @@ def ask_for_decisions(config: DatasetConfig, out: str, samples: list[Sample]) ->
     return dict(answer.decisions)
 
 
-@task(name="review", cache_policy=STAGE_CACHE, persist_result=True)
+@task(name="review", cache_policy=NO_CACHE, persist_result=False)
 def review_task(samples: list[Sample], decisions: dict[str, int], min_rating: int) -> list[Sample]:
     return apply_decisions(samples, decisions, min_rating)

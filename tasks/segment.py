@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import numpy as np
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
-from gen4gen.infra.caching import STAGE_CACHE
+from gen4gen.infra import progress
 from gen4gen.infra.errors import BadInput
-from gen4gen.infra.storage import decode_image, exists, join, read_bytes, read_input, sha256, to_rgb_alpha, write_bytes, write_png
 from gen4gen.infra.limits import gpu_slot
-from gen4gen.models import registry
-from gen4gen.tasks.common import code_hash, digest
 from gen4gen.infra.records import Concept, Cutout, Reason, StageConfig
+from gen4gen.infra.storage import (decode_image, exists, join, read_bytes, read_input, sha256, to_rgb_alpha,
+                                   write_bytes, write_png)
+from gen4gen.models import registry
+from gen4gen.models.contracts import Segmenter
+from gen4gen.tasks.common import digest
+from gen4gen.tasks.stage import IMAGE_FORMAT, KEY_LENGTH, Stage
 
 # Below this share of the photo the mask is treated as empty: nothing usable was found.
 MIN_COVERAGE = 0.002
@@ -49,13 +53,14 @@ def describe(photo: str, mask: np.ndarray) -> Cutout:
     return Cutout(photo=photo, bbox=bbox, coverage=round(coverage, 6))
 
 
-def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cutout]:
+def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: bool = False) -> list[Cutout]:
     """One Cutout per source photo of the concept, in order; failures recorded, never raised.
 
-    Cached masks are read back; the photos still to do go through the model as one batch.
+    Cached masks are read back; the photos still to do go through the model as one batch
+    (the model is loaded, and a GPU slot taken, only when there are some).
     """
-    model = registry.load("segment", stage.backend, stage.options)
-    cache = f".cache/segment/{stage.backend}-{digest(stage.options, code_hash(type(model)))[:12]}"
+    version = digest(stage.options, SEGMENT.code_for(stage.backend), IMAGE_FORMAT)[:KEY_LENGTH]
+    cache = f".cache/segment/{stage.backend}-{version}"
     # The category steers the segmenter (a person prior, a vehicle prior), so the same
     # photo under two categories has two masks.
     key = digest(concept.category.lower())[:8]
@@ -71,14 +76,19 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
             data = read_input(photo)
             sha = sha256(data)
             record_uri = join(out, entry(sha, "json"))
-            if exists(record_uri):
+            if not refresh and exists(record_uri):
                 cached = Cutout.model_validate_json(read_bytes(record_uri))
                 cutouts[i] = cached.model_copy(update={"photo": photo})
             else:
                 todo.append((i, photo, sha, to_rgb_alpha(decode_image(data, photo))))
         except BadInput as err:
             cutouts[i] = Cutout(photo=photo, error=Reason(code=err.code, stage="segment", detail=str(err)))
-    masks = model.segment_batch([item[3] for item in todo], categories=[concept.category] * len(todo)) if todo else []
+    masks: list[np.ndarray] = []
+    if todo:
+        with gpu_slot(registry.uses_gpu("segment", stage.backend)), \
+                registry.use("segment", stage.backend, stage.options) as model:
+            masks = model.segment_batch([item[3] for item in todo], categories=[concept.category] * len(todo))
+        progress.computed(concept.id, "segment", len(todo))
     for (i, photo, sha, _), mask in zip(todo, masks):
         cut = describe(photo, mask).model_copy(update={"photo_sha256": sha})
         if cut.error is None:
@@ -88,16 +98,23 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig) -> list[Cuto
         # The record is written after its mask: a record that exists points at a whole mask.
         write_bytes(join(out, entry(sha, "json")), cut.model_dump_json().encode())
         cutouts[i] = cut
+    progress.advance(concept.id, "segment", len(concept.photos))
     return [cutouts[i] for i in range(len(concept.photos))]
 
 
 def cutouts_by_photo(cutouts: dict[str, list[Cutout]], concepts: list[str]) -> dict[str, Cutout]:
-    """Photo URI -> cut-out, for the given concepts only (a composition's cache key then
-    changes only when one of its own concepts' photos does)."""
+    """Photo URI -> cut-out, for the given concepts only (a composition's keys then
+    change only when one of its own concepts' photos does)."""
     return {cut.photo: cut for cid in concepts for cut in cutouts[cid]}
 
 
-@task(name="segment", cache_policy=STAGE_CACHE, persist_result=True)
-def segment_task(concept: Concept, out: str, stage: StageConfig) -> list[Cutout]:
-    with gpu_slot(registry.uses_gpu("segment", stage.backend)):
-        return segment_concept(concept, out, stage)
+# Per concept, not per sample: its own loop above (a content cache shared by compositions).
+SEGMENT = Stage(
+    name="segment", family="segment", contract=Segmenter, modules=("gen4gen.tasks.segment",),
+    settings=lambda config, comp: config.stages.segment,
+)
+
+
+@task(name="segment", task_run_name="segment[{concept.id}]", cache_policy=NO_CACHE, persist_result=False)
+def segment_task(concept: Concept, out: str, stage: StageConfig, refresh: bool = False) -> list[Cutout]:
+    return segment_concept(concept, out, stage, refresh)

@@ -131,7 +131,7 @@ def test_backend_loads_offline_through_the_registry_and_describes_in_batches(tin
     assert len(first) == 3 and all(isinstance(t, str) for t in first)
     assert first == model.describe(images, seed=1)  # greedy: the same images, the same words
     # Random weights write gibberish with no zebra or xylophone in it: template + note.
-    results = model.caption_images(images[:2], [[ZEBRA, HARP]] * 2, ["in a garden"] * 2, [5, 6])
+    results = model.caption_batch(images[:2], [[ZEBRA, HARP]] * 2, ["in a garden"] * 2, [5, 6])
     for r, seed in zip(results, (5, 6)):
         assert r.text == model.caption([ZEBRA, HARP], "in a garden", seed)
         assert r.notes[0][0] == "caption_fallback" and "<zed>" in r.text and "<harpo>" in r.text

@@ -1,0 +1,67 @@
+"""The generate stages in order, and a plain executor of them (no Prefect).
+
+`SAMPLE_STAGES` is what the generate flow walks (flows/generate.py, the Prefect executor:
+tasks side by side, retries, GPU slots); `run_local` walks the same declarations in a
+plain loop, for tests, benchmarks and debugging. Both call the same stage functions.
+"""
+
+from __future__ import annotations
+
+from gen4gen.infra.records import Composition, CompositionStats, Cutout, DatasetConfig, Manifest, Sample
+from gen4gen.models import registry
+from gen4gen.tasks.caption import CAPTION, caption_task
+from gen4gen.tasks.composite import COMPOSITE, composite_task
+from gen4gen.tasks.filter import FILTER, filter_task
+from gen4gen.tasks.plan import PLAN, plan_composition
+from gen4gen.tasks.publish import collect_composition, publish_dataset
+from gen4gen.tasks.repaint import REPAINT, repaint_task
+from gen4gen.tasks.segment import SEGMENT, cutouts_by_photo, segment_concept
+from gen4gen.tasks.stage import Job, run_samples
+
+# The sample stages in the order they run, each with its thin Prefect task.
+SAMPLE_STAGES = ((COMPOSITE, composite_task), (REPAINT, repaint_task), (CAPTION, caption_task), (FILTER, filter_task))
+STAGES = (SEGMENT, PLAN) + tuple(stage for stage, _ in SAMPLE_STAGES)
+
+
+def check_backends(config: DatasetConfig) -> None:
+    """Every stage's backend is declared (a typo in a recipe is found before any work)."""
+    for stage in STAGES:
+        if stage.family:
+            registry.check(stage.family, stage.backend(config))
+
+
+def for_composition(config: DatasetConfig, comp: Composition) -> DatasetConfig:
+    """The recipe as one composition's stages see it: its own concepts and entry only."""
+    return config.model_copy(
+        update={"compositions": [comp], "concepts": [c for c in config.concepts if c.id in comp.concepts]}
+    )
+
+
+def jobs(config: DatasetConfig, out: str, cutouts: dict[str, list[Cutout]], refresh: bool = False) -> dict[str, Job]:
+    """Composition id -> what its stage tasks work on."""
+    return {
+        comp.id: Job(out, for_composition(config, comp), comp, cutouts_by_photo(cutouts, comp.concepts), refresh)
+        for comp in config.compositions
+    }
+
+
+def own_cutouts(job: Job, cutouts: dict[str, list[Cutout]]) -> dict[str, list[Cutout]]:
+    return {cid: cutouts[cid] for cid in job.composition.concepts}
+
+
+def run_local(config: DatasetConfig, out: str | None = None, refresh: bool = False,
+              publish: bool = True) -> tuple[Manifest | None, dict[str, list[Sample]], dict[str, list[Cutout]]]:
+    """Every stage in a plain loop, then publish: (manifest, samples per composition, cut-outs)."""
+    out = out or config.out
+    check_backends(config)
+    cutouts = {c.id: segment_concept(c, out, config.stages.segment, refresh) for c in config.concepts}
+    samples: dict[str, list[Sample]] = {}
+    stats: list[CompositionStats] = []
+    for cid, job in jobs(config, out, cutouts, refresh).items():
+        s = plan_composition(job, own_cutouts(job, cutouts))
+        for stage, _ in SAMPLE_STAGES:
+            s = run_samples(stage, s, job)
+        samples[cid] = s
+        stats.append(collect_composition(s, out))
+    manifest = publish_dataset(config, out, stats, cutouts) if publish else None
+    return manifest, samples, cutouts
