@@ -162,25 +162,28 @@ def test_repaint_stage_batches_records_a_bad_sample_and_loads_once(sdxl_options,
     """The stage through the registry: the model built once, samples batched, a corrupt
     composite fails only its own sample."""
     from conftest import small_recipe
-    from gen4gen.tasks.composite import composite_samples
-    from gen4gen.tasks.plan import plan_dataset
     from gen4gen.infra.records import DatasetConfig, StageConfig
-    from gen4gen.tasks.repaint import repaint_samples
-    from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
     from gen4gen.infra.storage import join, read_mask, read_rgb
+    from gen4gen.tasks.composite import COMPOSITE
+    from gen4gen.tasks.pipeline import jobs, own_cutouts
+    from gen4gen.tasks.plan import plan_composition
+    from gen4gen.tasks.repaint import REPAINT
+    from gen4gen.tasks.segment import segment_concept
+    from gen4gen.tasks.stage import run_samples
 
+    stage = StageConfig(backend="sdxl", options=sdxl_options)
     raw = small_recipe(tmp_path, samples=3, canvas=128)
     raw["compositions"] = raw["compositions"][:1]
+    raw["stages"] = {"repaint": stage.model_dump()}
     config = DatasetConfig.model_validate(raw)
     out = config.out
     cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts[:2]}
-    comp = config.compositions[0]
-    samples = composite_samples(plan_dataset(config, cutouts)[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
+    job = jobs(config.model_copy(update={"concepts": config.concepts[:2]}), out, cutouts)["cat-mug"]
+    samples = run_samples(COMPOSITE, plan_composition(job, own_cutouts(job, cutouts)), job)
     assert len(samples) == 3 and all(s.alive for s in samples)
     (tmp_path / "out" / samples[1].paths["composite"]).write_bytes(b"not a png")
 
-    stage = StageConfig(backend="sdxl", options=sdxl_options)
-    done = repaint_samples(samples, out, stage)
+    done = run_samples(REPAINT, samples, job)
     model = registry.load("repaint", "sdxl", stage.options)
     assert model is sdxl
     assert [s.status for s in done] == ["planned", "failed", "planned"]
@@ -195,5 +198,5 @@ def test_repaint_stage_batches_records_a_bad_sample_and_loads_once(sdxl_options,
         assert s.seconds["repaint"] > 0
     # Again (a retry of the stage): the same model object, nothing loaded anew.
     before = registry.loaded()
-    repaint_samples(samples[:1], out, stage)
+    run_samples(REPAINT, samples[:1], job.__class__(**{**job.__dict__, "refresh": True}))
     assert registry.loaded() == before and registry.load("repaint", "sdxl", stage.options) is model

@@ -149,10 +149,11 @@ def test_bad_options_are_refused_by_name(tiny, tmp_path):
 
 
 def test_caption_stage_records_notes_and_fails_only_a_bad_image(tiny, tmp_path):
-    from gen4gen.infra.storage import write_bytes, write_png
-    from gen4gen.tasks.caption import caption_samples
-    from gen4gen.tasks.filter import missing_tokens
     from gen4gen.infra.records import Box, DatasetConfig, LayoutPlan, Sample
+    from gen4gen.infra.storage import write_bytes, write_png
+    from gen4gen.models.judge import missing_tokens
+    from gen4gen.tasks.caption import CAPTION
+    from gen4gen.tasks.stage import Job, run_samples
 
     out = str(tmp_path / "out")
     config = DatasetConfig.model_validate({
@@ -178,8 +179,8 @@ def test_caption_stage_records_notes_and_fails_only_a_bad_image(tiny, tmp_path):
         else:
             write_png(f"{out}/{path}", np.full((64, 64, 3), 40 * i, np.uint8))
         samples.append(Sample(id=f"s{i}", composition="band", concepts=["zed", "harpo"], tokens=["<zed>", "<harpo>"],
-                              plan=plan, paths={"repaint": path}))
-    done = caption_samples(samples, config, out)
+                              plan=plan, paths={"repaint": path}, stage_keys={"repaint": f"k{i}"}))
+    done = run_samples(CAPTION, samples, Job(out, config, config.compositions[0]))
     assert [s.status for s in done] == ["planned", "failed", "planned"]
     assert done[1].reasons[0].stage == "caption" and "cannot decode image" in done[1].reasons[0].detail
     for s in (done[0], done[2]):

@@ -243,9 +243,10 @@ def test_association_over_http_validated_and_repaired(llm, monkeypatch):
         p.associate(pool[:1])
 
 
-def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypatch):
-    from gen4gen.tasks.plan import plan_composition
+def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypatch, tmp_path):
     from gen4gen.infra.records import Cutout, DatasetConfig
+    from gen4gen.tasks.plan import plan_composition
+    from gen4gen.tasks.stage import Job
 
     monkeypatch.setenv("TEST_LLM_KEY", KEY)
     options = {"base_url": llm.url, "model": "fake", "api_key_env": "TEST_LLM_KEY", "timeout": 2.0, "repairs": 1}
@@ -259,7 +260,7 @@ def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypat
         "stages": {"plan": {"backend": "openai", "options": options}},
     })
     cutouts = {cid: [Cutout(photo=f"{cid}.png", mask=f"{cid}-mask.png", bbox=(0, 0, 40, 30))] for cid in ("chelsea", "coffee")}
-    samples = plan_composition(config, config.compositions[0], cutouts)
+    samples = plan_composition(Job(str(tmp_path), config, config.compositions[0]), cutouts)
     assert [s.plan.scene for s in samples] == ["in the garden", "on a kitchen table", "in a living room"]
     assert all(s.notes == [] and s.plan.planner == "openai" for s in samples)
     assert [r["kind"] for r in llm.requests] == ["scenes", "sizes", "layout", "layout", "layout"]
@@ -268,7 +269,7 @@ def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypat
     options["repairs"] = 1
     options["timeout"] = 2.5  # a different option set: the registry builds a new planner
     config.stages.plan.options = options
-    samples = plan_composition(config, config.compositions[0], cutouts)
+    samples = plan_composition(Job(str(tmp_path), config, config.compositions[0]), cutouts)
     assert [s.plan.scene for s in samples] == OfflinePlanner().scenes([PlannedObject("chelsea", "cat", 1), PlannedObject("coffee", "mug", 1)], 3)
     assert all([n.code for n in s.notes] == ["scenes_fallback"] and s.notes[0].stage == "plan" for s in samples)
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from gen4gen.tasks.filter import image_reasons, object_reasons
 from gen4gen.infra.records import FilterConfig
+from gen4gen.models import judge
 
 LIMITS = FilterConfig()
+
+
+def image_reasons(image, mask, limits: FilterConfig):
+    return judge.image_reasons(image, mask, limits.min_image_std, limits.max_flat_share, limits.max_hole_share)
+
+
+def object_reasons(measures, concepts, limits: FilterConfig):
+    return judge.object_reasons(measures, concepts, limits.max_occlusion, limits.min_visible_area)
 
 
 def textured(seed=0, size=64):

@@ -8,13 +8,15 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import small_recipe
-from gen4gen.tasks.caption import caption_samples
-from gen4gen.tasks.composite import composite_samples
-from gen4gen.tasks.filter import filter_samples
-from gen4gen.tasks.plan import plan_dataset
 from gen4gen.infra.records import Concept, DatasetConfig, FilterConfig
-from gen4gen.tasks.repaint import repaint_samples
-from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
+from gen4gen.tasks.caption import CAPTION
+from gen4gen.tasks.composite import COMPOSITE
+from gen4gen.tasks.filter import FILTER
+from gen4gen.tasks.pipeline import check_backends, jobs, own_cutouts
+from gen4gen.tasks.plan import plan_composition
+from gen4gen.tasks.repaint import REPAINT
+from gen4gen.tasks.segment import segment_concept
+from gen4gen.tasks.stage import run_samples
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +26,23 @@ def captioned(tmp_path_factory):
     config = DatasetConfig.model_validate(small_recipe(tmp, samples=2, canvas=128))
     out = config.out
     cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts}
-    planned = plan_dataset(config, cutouts)
-    samples = []
-    for comp in config.compositions:
-        s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
-        samples += caption_samples(repaint_samples(s, out, config.stages.repaint), config)
-    return config, out, samples
+    samples = {}
+    for cid, job in jobs(config, out, cutouts).items():
+        s = plan_composition(job, own_cutouts(job, cutouts))
+        for stage in (COMPOSITE, REPAINT, CAPTION):
+            s = run_samples(stage, s, job)
+        samples[cid] = s
+    return config, out, samples, cutouts
+
+
+def filter_with(captioned, limits: FilterConfig, concepts=None):
+    """The filter stage on every composition's captioned samples, recomputed (not read back)."""
+    config, out, samples, cutouts = captioned
+    update = {"stages": config.stages.model_copy(update={"filter": limits})}
+    if concepts is not None:
+        update["concepts"] = concepts
+    changed = config.model_copy(update=update)
+    return [s for cid, job in jobs(changed, out, cutouts, refresh=True).items() for s in run_samples(FILTER, samples[cid], job)]
 
 
 def clip_limits(tiny_vision, **kw) -> FilterConfig:
@@ -39,8 +52,7 @@ def clip_limits(tiny_vision, **kw) -> FilterConfig:
 
 
 def run(captioned, limits):
-    config, out, samples = captioned
-    return filter_samples(samples, out, limits, config.concepts)
+    return filter_with(captioned, limits)
 
 
 def measured(samples, prefix):
@@ -62,7 +74,7 @@ def test_loose_thresholds_keep_everything_and_record_measures(captioned, tiny_vi
             sum(s.measures[f"best_similarity.{c}"] for c in s.concepts) / len(s.concepts), abs=1e-5)
         assert -1.0 <= s.measures["ti_clip"] <= 1.0
     # the inputs are not changed in place (thread-pool runs share them)
-    assert all("detect.chelsea" not in s.measures for s in captioned[2])
+    assert all("detect.chelsea" not in s.measures for group in captioned[2].values() for s in group)
 
 
 def test_detection_threshold_drops_with_reasons(captioned, tiny_vision):
@@ -106,18 +118,16 @@ def test_rules_still_apply(captioned, tiny_vision):
 
 
 def test_unreadable_source_photos_fail_the_sample(captioned, tiny_vision):
-    config, out, samples = captioned
+    config = captioned[0]
     concepts = [c if c.id != "coffee" else Concept(id="coffee", category="mug", token="<coffee>",
                                                      photos=["/no/such/photo.png"]) for c in config.concepts]
-    result = filter_samples(samples, out, clip_limits(tiny_vision, detect_threshold=0.0, min_similarity=-1.0), concepts)
+    result = filter_with(captioned, clip_limits(tiny_vision, detect_threshold=0.0, min_similarity=-1.0), concepts)
     assert all(s.status == "failed" and "no_source_photos" in codes(s) for s in result)
 
 
 def test_config_errors(captioned, tiny_vision):
-    config, out, samples = captioned
-    with pytest.raises(ValueError, match="needs the recipe's concepts"):
-        filter_samples(samples, out, clip_limits(tiny_vision))
-    with pytest.raises(ValidationError, match="unknown backend 'owl'"):
-        FilterConfig(backend="owl")
+    config = captioned[0]
+    with pytest.raises(ValueError, match="stages.filter.backend: unknown backend 'owl'"):
+        check_backends(config.model_copy(update={"stages": config.stages.model_copy(update={"filter": FilterConfig(backend="owl")})}))
     with pytest.raises(ValidationError, match=r"unknown keys \['clipp'\]"):
         FilterConfig(backend="clip", vision={"clipp": {}})

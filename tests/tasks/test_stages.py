@@ -9,28 +9,20 @@ import numpy as np
 import pytest
 
 from conftest import small_recipe
-from gen4gen.infra.storage import join, read_bytes, read_mask, read_rgb
-from gen4gen.tasks.caption import caption_samples
-from gen4gen.tasks.composite import composite_samples
-from gen4gen.tasks.filter import filter_samples
-from gen4gen.tasks.plan import plan_dataset
-from gen4gen.tasks.publish import collect_composition, publish_dataset, read_manifest
 from gen4gen.infra.records import DatasetConfig
-from gen4gen.tasks.repaint import repaint_samples
-from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
+from gen4gen.infra.storage import join, read_bytes, read_mask, read_rgb
+from gen4gen.tasks.pipeline import jobs, own_cutouts, run_local
+from gen4gen.tasks.plan import plan_composition
+from gen4gen.tasks.publish import collect_composition, publish_dataset, read_manifest
+from gen4gen.tasks.segment import segment_concept
 
 
 def run_stages(config: DatasetConfig, out: str):
-    cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts}
-    planned = plan_dataset(config, cutouts)
-    stats, samples = [], {}
-    for comp in config.compositions:
-        s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
-        s = repaint_samples(s, out, config.stages.repaint)
-        s = filter_samples(caption_samples(s, config), out, config.stages.filter)
-        samples[comp.id] = s
-        stats.append(collect_composition(s, out))
-    return publish_dataset(config, out, stats, cutouts), samples, cutouts
+    return run_local(config, out)
+
+
+def plan_dataset(config: DatasetConfig, cutouts: dict, out: str) -> dict:
+    return {c: plan_composition(job, own_cutouts(job, cutouts)) for c, job in jobs(config, out, cutouts).items()}
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +47,23 @@ def test_objects_stay_exactly_as_composited(run):
 def test_keys_follow_the_contract_and_are_deterministic(run, tmp_path):
     config, manifest, samples, _ = run
     s = samples["cat-mug"][0]
-    assert s.paths["composite"] == f"cat-mug/composite/{s.id}.png"
+    assert s.paths["composite"] == f"cat-mug/composite/{s.id}-{s.stage_keys['composite']}.png"
+    assert s.paths["repaint"] == f"cat-mug/repaint/{s.id}-{s.stage_keys['repaint']}.png"
     again = DatasetConfig.model_validate(small_recipe(tmp_path, samples=2))
-    replanned = plan_dataset(again, {c.id: segment_concept(c, again.out, again.stages.segment) for c in again.concepts})
+    replanned = plan_dataset(again, {c.id: segment_concept(c, again.out, again.stages.segment) for c in again.concepts},
+                             again.out)
     assert [x.id for x in replanned["cat-mug"]] == [x.id for x in samples["cat-mug"]]
     assert all(read_bytes(join(config.out, x.paths["repaint"])) for x in samples["cat-mug"])
 
 
-def test_a_changed_stage_setting_changes_the_sample_ids(run):
+def test_sample_ids_follow_the_plan_settings_only(run, tmp_path):
     config, _, samples, cutouts = run
     raw = config.model_dump()
-    raw["stages"]["repaint"]["options"] = {"shadow": 0.1}
-    changed = plan_dataset(DatasetConfig.model_validate(raw), cutouts)
+    raw["stages"]["repaint"]["options"] = {"shadow": 0.1}  # a later stage: same samples
+    same = plan_dataset(DatasetConfig.model_validate(raw), cutouts, str(tmp_path / "a"))
+    assert [x.id for x in same["cat-mug"]] == [x.id for x in samples["cat-mug"]]
+    raw["max_iou"] = 0.02  # a plan setting: other samples
+    changed = plan_dataset(DatasetConfig.model_validate(raw), cutouts, str(tmp_path / "b"))
     assert not {x.id for x in changed["cat-mug"]} & {x.id for x in samples["cat-mug"]}
 
 
