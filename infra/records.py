@@ -381,6 +381,17 @@ class RunConfig(Record):
         description="cached task results: a saved block slug (remote-file-system/NAME) or a URI; "
         "default {out}/.cache/prefect-results (env GEN4GEN_RESULT_STORAGE overrides the default)",
     )
+    gpu_memory_gb: float | None = Field(
+        default=None, ge=0, le=4096,
+        description="GPU memory a worker's models may take at once, weights plus the activations of "
+        "the model in use (models/lifecycle.py); default: free memory as torch.cuda.mem_get_info "
+        "reports it, minus 1.5 GiB",
+    )
+    memory_policy: Literal["offload", "release"] = Field(
+        default="offload",
+        description="what makes room under gpu_memory_gb: 'offload' moves the least recently used "
+        "unheld models to CPU memory, 'release' drops them (rebuilt from disk when needed again)",
+    )
 
 
 class RunnerConfig(Record):
