@@ -277,7 +277,7 @@ class Lifecycle:
         while self.used(exclude=e) + need > self.budget:
             victim = self._lru(exclude=e)
             if victim is not None:
-                self._evict(victim, self.policy, reason=f"for {e.key[0]}/{e.key[1]}")
+                self._evict(victim, self.policy, reason=f"for {e.key[0]}/{e.key[1]}", beside=e)
                 evicted = True
                 continue
             others = any(t != me for x in self.entries.values() if x is not e for t in x.holders)
@@ -298,7 +298,7 @@ class Lifecycle:
                 if x is not exclude and not x.holders and self.counts(x) and x.resident_bytes() > 0]
         return min(free, key=lambda x: x.last_used, default=None)
 
-    def _evict(self, v: Entry, policy: str, reason: str) -> None:
+    def _evict(self, v: Entry, policy: str, reason: str, beside: Entry | None = None) -> None:
         size = v.resident_bytes()
         if policy == "offload":
             self._move(v, "cpu")
@@ -310,7 +310,7 @@ class Lifecycle:
                 self._move(v, "cpu")  # a stale reference elsewhere then pins CPU memory, not the GPU
             what = "released"
         self.log(f"memory: {what} {v.key[0]}/{v.key[1]} ({size / GiB:.2f} GiB) {reason}; "
-                 f"now {self.used() / GiB:.2f} GiB on {self.device}"
+                 f"{self.used(exclude=beside) / GiB:.2f} GiB in use beside it on {self.device}"
                  + (f" of {self.budget / GiB:.2f} GiB" if self.budget is not None else ""), logging.INFO)
 
     def _move(self, e: Entry, device: str) -> None:

@@ -103,7 +103,9 @@ class LlavaCaptioner:
 
     def working_bytes(self) -> int:
         """One batch's generation: the KV cache at full length (image tokens + prompt + new
-        tokens, keys and values in every layer) and the last position's fp32 logits."""
+        tokens, keys and values in every layer), about 16 hidden-state maps of the prefill and
+        the last position's fp32 logits (benchmarks/memory_plan.py measures 3.3 GiB for
+        LLaVA-1.5-7B at batch 8)."""
         cfg = self.model.config
         text = cfg.text_config
         vision = cfg.vision_config
@@ -113,7 +115,7 @@ class LlavaCaptioner:
         kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
         size = self.dtype.itemsize
         cache = 2 * text.num_hidden_layers * kv_heads * head_dim * size * length
-        per_seq = cache + 4 * length * text.hidden_size * size + 2 * text.vocab_size * 4
+        per_seq = cache + 16 * length * text.hidden_size * size + 2 * text.vocab_size * 4
         return self.batch_size * per_seq
 
     def _format(self, prompt: str) -> str:

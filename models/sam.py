@@ -185,15 +185,16 @@ class SamSegmenter:
 
     def working_bytes(self) -> int:
         """Activations of one image-encoder batch: segment-anything's global attention layers
-        materialise a (tokens x tokens) matrix per head, twice (scores and softmax), beside
-        about eight (tokens x width) maps per image."""
+        materialise (tokens x tokens) matrices per head three times (scores, relative
+        positions added, softmax), beside about eight (tokens x width) maps per image
+        (benchmarks/memory_plan.py measures 12.8 GiB for vit_h, batch 4, fp32)."""
         enc = self.sam.image_encoder
         tokens = (enc.img_size // enc.patch_embed.proj.kernel_size[0]) ** 2
         heads = enc.blocks[0].attn.num_heads
         width = enc.patch_embed.proj.out_channels
         size = 2 if self._autocast else 4
         b = self.options.batch_size
-        return b * size * (2 * heads * tokens * tokens + 8 * tokens * width)
+        return b * size * (3 * heads * tokens * tokens + 8 * tokens * width)
 
     def _checkpoint_path(self) -> str:
         src = hf.source(self.options.model_dump(), "checkpoint", what=WHAT)

@@ -249,3 +249,19 @@ def test_registry_release_and_run_config():
         RunConfig(gpu_memory_gb=-1)
     with pytest.raises(ValueError, match="memory_policy"):
         RunConfig(memory_policy="keep")
+
+
+@pytest.mark.gpu
+def test_on_cuda_an_evicted_model_leaves_the_gpu_and_comes_back_for_its_stage(models, budget):
+    sam = ("segment", "sam", {**models["segment"][2], "device": "cuda"})
+    clip = ("vision", "clip", {**models["clip"][2], "device": "cuda"})
+    registry.configure(device="cuda")  # mem_get_info's figure: ample for tiny models
+    registry.load(*sam)
+    e = registry._LOADED[registry._key(*sam)]
+    assert next(e.model.sam.parameters()).is_cuda
+    registry.configure(gpu_memory_gb=e.weights * 1.01 / GiB, device="cuda")
+    registry.load(*clip)  # no room beside SAM: SAM goes to CPU memory
+    assert not next(e.model.sam.parameters()).is_cuda
+    with registry.use(*sam) as model:
+        assert next(model.sam.parameters()).is_cuda
+        assert len(model.segment_batch([(im, None) for im in _images(1)])) == 1
