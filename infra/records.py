@@ -375,6 +375,17 @@ class RunConfig(Record):
         default=1, ge=1, le=64,
         description="GPU tasks at once per worker machine (a Prefect global concurrency limit, infra/limits.py)",
     )
+    gpu_memory_gb: float | None = Field(
+        default=None, ge=0, le=4096,
+        description="GPU memory a worker's models may take at once, weights plus the activations of "
+        "the model in use (models/lifecycle.py); default: free memory as torch.cuda.mem_get_info "
+        "reports it, minus 1.5 GiB",
+    )
+    memory_policy: Literal["offload", "release"] = Field(
+        default="offload",
+        description="what makes room under gpu_memory_gb: 'offload' moves the least recently used "
+        "unheld models to CPU memory, 'release' drops them (rebuilt from disk when needed again)",
+    )
 
 
 class RunnerConfig(Record):

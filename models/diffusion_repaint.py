@@ -32,6 +32,13 @@ Weights: `model` / `refiner` are local folders (save_pretrained layout) or hub i
 `revision` / `refiner_revision` pinned; `variant` (e.g. fp16) picks the hub's fp16 files.
 Device and dtype from models/hf.py (fp16 on CUDA). `offload: true` moves each component to
 the GPU only while it runs (diffusers' model CPU offload) for cards under 24 GB.
+
+Memory (models/lifecycle.py): the registry weighs the UNets, text encoders and VAE (the
+shared ones once) and moves them as a whole between stages. `vae_slicing` (default on)
+decodes one image of a batch at a time: SDXL's VAE decodes in fp32 (its fp16 overflows),
+about 3 GiB per 1024 px image, so a batch of 4 would need 12 GiB at once. `vae` swaps in
+another AutoencoderKL (e.g. `madebyollin/sdxl-vae-fp16-fix`, whose config says no upcast:
+the decode stays fp16, half the memory); the refiner shares it when `share_refiner_parts`.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from gen4gen.infra.errors import BadInput
-from gen4gen.models import hf
+from gen4gen.models import hf, lifecycle
 from gen4gen.models.options import Options, parse
 from gen4gen.models.repainter import OfflineRepainter
 
@@ -92,6 +99,9 @@ class DiffusionOptions(Options):
     batch_size: int = Field(default=4, ge=1, le=64)
     safety_checker: bool = False
     offload: bool = False
+    vae: str | None = None
+    vae_revision: str | None = None
+    vae_slicing: bool = True
     device: str = "auto"
     dtype: str = "auto"
 
@@ -144,6 +154,11 @@ class DiffusionRepainter:
             extra = {} if opts.safety_checker else {"safety_checker": None, "requires_safety_checker": False}
         src = hf.source(opts.model_dump(), "model", what=what)
         kw = dict(torch_dtype=self.dtype, variant=opts.variant, **src.kwargs(), **extra)
+        if opts.vae:
+            from diffusers import AutoencoderKL
+
+            vsrc = hf.source(opts.model_dump(), "vae", what=what)
+            kw["vae"] = AutoencoderKL.from_pretrained(vsrc.path, torch_dtype=self.dtype, **vsrc.kwargs())
         base = Pipe.from_pretrained(src.path, **kw)
         refiner = None
         if opts.refiner:
@@ -161,11 +176,44 @@ class DiffusionRepainter:
         for pipe in (base, refiner):
             if pipe is None:
                 continue
-            if opts.offload and self.device.startswith("cuda"):
+            if opts.vae_slicing:
+                pipe.vae.enable_slicing()
+            if self.streams_weights:
                 pipe.enable_model_cpu_offload(device=self.device)
             else:
-                pipe.to(self.device)
+                lifecycle.place(pipe, self.device)
         return base, refiner
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def streams_weights(self) -> bool:
+        """Components stream to the GPU one at a time (diffusers' model CPU offload)."""
+        return self.options.offload and self.device.startswith("cuda")
+
+    def memory_parts(self) -> list:
+        parts = []
+        for pipe in (self.base, self.refiner):
+            if pipe is not None:
+                parts += [getattr(pipe, n, None) for n in ("unet", "text_encoder", "text_encoder_2", "vae")]
+        return [p for p in parts if p is not None]
+
+    def working_bytes(self) -> int:
+        """Activations of one batch (an estimate; benchmarks/memory_plan.py measures them on
+        the meta device): the UNet at 2 x batch (classifier-free guidance), about 40 maps of
+        (latent pixels x first block width) per image in fp16/fp32, and the VAE decode of
+        one image (slicing) or the batch, about 6 maps of (pixels x its first block width),
+        in fp32 when the VAE upcasts."""
+        opts = self.options
+        size = self.dtype.itemsize
+        latent = (opts.size // 8) ** 2
+        unet = self.base.unet.config.block_out_channels[0]
+        vae = self.base.vae
+        vae_size = 4 if getattr(vae.config, "force_upcast", True) else size
+        images = 1 if getattr(vae, "use_slicing", False) else self.batch_size
+        unet_bytes = 2 * self.batch_size * 40 * latent * unet * size
+        vae_bytes = images * 6 * opts.size**2 * vae.config.block_out_channels[0] * vae_size
+        return max(unet_bytes, vae_bytes)
 
     # ------------------------------------------------------------------ public
 

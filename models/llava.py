@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gen4gen.models import hf
+from gen4gen.models import hf, lifecycle
 from gen4gen.models.captioner import (
     CLIP_MAX_TOKENS,
     DEFAULT_SYNONYMS,
@@ -93,8 +93,30 @@ class LlavaCaptioner:
         # Decoder-only batches are padded on the left, so every prompt ends where generation starts.
         self.processor.tokenizer.padding_side = "left"
         self.model = LlavaForConditionalGeneration.from_pretrained(src.path, dtype=self.dtype, **src.kwargs())
-        self.model.to(self.device).eval()
+        lifecycle.place(self.model, self.device).eval()
         self.text = self._format(prompt)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def memory_parts(self) -> list:
+        return [self.model]
+
+    def working_bytes(self) -> int:
+        """One batch's generation: the KV cache at full length (image tokens + prompt + new
+        tokens, keys and values in every layer), about 16 hidden-state maps of the prefill and
+        the last position's fp32 logits (benchmarks/memory_plan.py measures 3.3 GiB for
+        LLaVA-1.5-7B at batch 8)."""
+        cfg = self.model.config
+        text = cfg.text_config
+        vision = cfg.vision_config
+        image_tokens = (vision.image_size // vision.patch_size) ** 2
+        length = image_tokens + 64 + self.max_new_tokens  # 64: the prompt's own tokens, at most
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
+        size = self.dtype.itemsize
+        cache = 2 * text.num_hidden_layers * kv_heads * head_dim * size * length
+        per_seq = cache + 16 * length * text.hidden_size * size + 2 * text.vocab_size * 4
+        return self.batch_size * per_seq
 
     def _format(self, prompt: str) -> str:
         if getattr(self.processor, "chat_template", None):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from gen4gen.models import hf
+from gen4gen.models import hf, lifecycle
 
 
 class PersonalisedPipeline:
@@ -37,10 +37,13 @@ class PersonalisedPipeline:
         except (KeyError, ValueError, RuntimeError) as err:  # layer names or shapes of another model
             raise ValueError(f"checkpoint {checkpoint} does not fit base model {base_model}: {err}") from err
         pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to(on)
+        self.pipe = lifecycle.place(pipe, on)
         self.device = on
         self._torch = torch
         self._lock = threading.Lock()
+
+    def memory_parts(self) -> list:
+        return [self.pipe.unet, self.pipe.vae, self.pipe.text_encoder]
 
     @property
     def resolution(self) -> int:

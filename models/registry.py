@@ -10,6 +10,11 @@ torch or diffusers.
 `load(family, backend, options)` builds the model at most once per process under a lock
 (the default Prefect task runner is a thread pool: two compositions starting together
 must not load a multi-gigabyte model twice); later calls get the same object.
+
+Memory (models/lifecycle.py): `configure(gpu_memory_gb, device, policy)` sets the worker's
+device budget once; `use(...)` holds a model on its device for a stage's body (never
+evicted while held); a load that would go over the budget first offloads or releases the
+least recently used unheld models; `resident()` says what is loaded, where, and its bytes.
 """
 
 from __future__ import annotations
@@ -18,13 +23,13 @@ import hashlib
 import importlib
 import importlib.util
 import json
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from gen4gen.models import lifecycle
 _Factory = Callable[..., Any]
 
 
@@ -73,8 +78,9 @@ BACKENDS: dict[tuple[str, str], Backend] = {
         Backend("personalise", "custom-diffusion", M + "personalised:PersonalisedPipeline", gpu=True),
     )
 }
-_LOADED: dict[tuple[str, str, str], Any] = {}
-_LOCK = threading.Lock()
+_LIFE = lifecycle.Lifecycle()
+_LOADED = _LIFE.entries  # (family, backend, options json) -> lifecycle.Entry
+_LOCK = _LIFE.cond  # one lock for loading and for the budget
 
 
 def register(family: str, backend: str, gpu: bool = False) -> Callable[[_Factory], _Factory]:
@@ -132,28 +138,59 @@ def _module_hash(module: str) -> str:
     return hashlib.sha256(module.encode() + b"\0" + Path(spec.origin).read_bytes()).hexdigest()
 
 
+def _key(family: str, backend: str, options: dict[str, Any] | None) -> tuple[str, str, str]:
+    return (family, backend, json.dumps(options or {}, sort_keys=True, default=str))
+
+
+def configure(gpu_memory_gb: float | None = None, device: str | None = None, policy: str = "offload",
+              wait_seconds: float = 300.0) -> None:
+    """The worker's device memory budget, set once by the flow before its stages run.
+
+    `gpu_memory_gb` None: what torch.cuda.mem_get_info reports free (plus what our models
+    already take) minus a 1.5 GiB margin. `device` None: the current CUDA device, or no
+    budget on a machine without CUDA (a test may name "cpu"). `policy`: `offload` (least
+    recently used models to CPU memory) or `release` (dropped, rebuilt when needed again).
+    `wait_seconds`: how long a load waits for other threads' held models before it goes
+    over budget with a warning.
+    """
+    _LIFE.configure(gpu_memory_gb, device, policy, wait_seconds)
+
+
 def load(family: str, backend: str, options: dict[str, Any] | None = None) -> Any:
-    """The model for (family, backend, options), built at most once per process."""
+    """The model for (family, backend, options), built at most once per process and on its
+    device when returned. Not held: a later load may offload it to make room, so a stage
+    that runs batches on it uses `use` instead."""
     decl = declared(family, backend)
     options = options or {}
-    key = (family, backend, json.dumps(options, sort_keys=True, default=str))
-    model = _LOADED.get(key)
-    if model is None:
-        with _LOCK:
-            model = _LOADED.get(key)
-            if model is None:
-                model = decl.build(options)
-                _LOADED[key] = model
-    return model
+    return _LIFE.acquire(_key(family, backend, options), lambda: decl.build(options), hold=False)
 
 
 def loaded() -> list[tuple[str, str, str]]:
-    """What this process has loaded so far (for tests and diagnostics)."""
+    """What this process has loaded and not released (for tests and diagnostics)."""
     return list(_LOADED)
+
+
+def resident() -> list[lifecycle.Resident]:
+    """Every loaded model, least recently used first: where its weights are, their bytes,
+    the working reserve it holds while in use, and how many holds it has."""
+    return _LIFE.resident()
+
+
+def release(family: str, backend: str, options: dict[str, Any] | None = None) -> bool:
+    """Drop one unheld model from the registry and empty the device cache; False if it was
+    not loaded. A model in use raises."""
+    return _LIFE.drop(_key(family, backend, options))
 
 
 @contextmanager
 def use(family: str, backend: str, options: dict[str, Any] | None = None) -> Iterator[Any]:
     """The loaded model, held for the body: a stage runs its batches inside this, so the
-    model is on its device while in use and never evicted under it."""
-    yield load(family, backend, options)
+    model is on its device while in use and never evicted under it (by any thread)."""
+    decl = declared(family, backend)
+    options = options or {}
+    key = _key(family, backend, options)
+    model = _LIFE.acquire(key, lambda: decl.build(options), hold=True)
+    try:
+        yield model
+    finally:
+        _LIFE.release_hold(key)

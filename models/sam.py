@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from gen4gen.models import hf
+from gen4gen.models import hf, lifecycle
 from gen4gen.models.options import Options, parse
 from gen4gen.models.segmenter import _check_alpha, _check_rgb
 
@@ -174,9 +174,27 @@ class SamSegmenter:
                 f"another size set option 'encoder' (embed_dim, depth, num_heads, "
                 f"global_attn_indexes, ...). torch says: {' '.join(first[:2])[:400]}"
             ) from None
-        self.sam = sam.to(self.device).eval()
+        self.sam = lifecycle.place(sam, self.device).eval()
         self.resize = ResizeLongestSide(sam.image_encoder.img_size)
         self._autocast = self.device.startswith("cuda") and self.dtype != torch.float32
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def memory_parts(self) -> list:
+        return [self.sam]
+
+    def working_bytes(self) -> int:
+        """Activations of one image-encoder batch: segment-anything's global attention layers
+        materialise (tokens x tokens) matrices per head three times (scores, relative
+        positions added, softmax), beside about eight (tokens x width) maps per image
+        (benchmarks/memory_plan.py measures 12.8 GiB for vit_h, batch 4, fp32)."""
+        enc = self.sam.image_encoder
+        tokens = (enc.img_size // enc.patch_embed.proj.kernel_size[0]) ** 2
+        heads = enc.blocks[0].attn.num_heads
+        width = enc.patch_embed.proj.out_channels
+        size = 2 if self._autocast else 4
+        b = self.options.batch_size
+        return b * size * (3 * heads * tokens * tokens + 8 * tokens * width)
 
     def _checkpoint_path(self) -> str:
         src = hf.source(self.options.model_dump(), "checkpoint", what=WHAT)

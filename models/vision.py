@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from gen4gen.models import hf
+from gen4gen.models import hf, lifecycle
 
 CLIP_DEFAULTS = {"model": "ViT-B-32", "pretrained": "openai"}
 OWLVIT_DEFAULT = "google/owlvit-base-patch32"
@@ -96,7 +96,7 @@ class Clip:
                 pretrained = os.path.expanduser(pretrained)
         precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32")
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(
-            model, pretrained=pretrained or None, precision=precision, device=self.device,
+            model, pretrained=pretrained or None, precision=precision, device=lifecycle.build_device(self.device),
             force_quick_gelu=quick_gelu,
         )
         self.model.eval()
@@ -108,6 +108,9 @@ class Clip:
         self.identity = f"open_clip:{model}:{weights}"
         if model_config is not None:
             self.identity += ":config-sha256:" + _file_sha256(str(cfg))[:16]
+
+    def memory_parts(self) -> list:
+        return [self.model]
 
     def image_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) L2-normalised features of N RGB uint8 images of any sizes."""
@@ -196,12 +199,15 @@ class OwlVit:
         self.device, self.dtype = hf.placement({"device": device, "dtype": dtype})
         self.processor = OwlViTProcessor.from_pretrained(src.path, **src.kwargs())
         self.model = OwlViTForObjectDetection.from_pretrained(src.path, dtype=self.dtype, **src.kwargs())
-        self.model.to(self.device).eval()
+        lifecycle.place(self.model, self.device).eval()
         self.threshold = float(threshold)
         self.template = template
         self.batch_size = int(batch_size)
         self.same_box_iou = float(same_box_iou)
         self.identity = f"owlvit:{src.path}@{src.revision or 'local'}"
+
+    def memory_parts(self) -> list:
+        return [self.model]
 
     def detect(self, images: Sequence[np.ndarray], labels_per_image: Sequence[Sequence[str]],
                threshold: float | None = None) -> list[list[Detection | None]]:
