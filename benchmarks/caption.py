@@ -41,8 +41,8 @@ def random_size_captioner(sizes: dict = REAL_7B, device: str = "auto", dtype: st
     saved model (the real loading code), then its model and processor are swapped for the
     big random one; the tiny tokenizer stays (its ids are a subset of the big vocabulary)."""
     import torch
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-    from transformers import LlavaProcessor
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
 
     from gen4gen.models.llava import LlavaCaptioner
     from tests.tiny.llava import CHAT_TEMPLATE, tiny_llava
@@ -70,7 +70,8 @@ def random_size_captioner(sizes: dict = REAL_7B, device: str = "auto", dtype: st
     model.generation_config.pad_token_id = tok.pad_token_id
     side = vision["image_size"]
     cap.processor = LlavaProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
+        image_processor=CLIPImageProcessor(size={"shortest_edge": side},
+                                           crop_size={"height": side, "width": side}),
         tokenizer=tok, patch_size=vision["patch_size"], vision_feature_select_strategy="default",
         num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
     )

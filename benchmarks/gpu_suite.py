@@ -100,7 +100,8 @@ def s_env(ctx: Ctx) -> list[dict]:
     import torch
     import transformers
 
-    versions = f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}"
+    versions = (f"torch {torch.__version__}, diffusers {diffusers.__version__}, "
+                f"transformers {transformers.__version__}")
     if not ctx.cuda:
         return [row("env", "device", None, "GiB", f"{NO_CUDA}; {versions}")]
     p = torch.cuda.get_device_properties(0)
@@ -118,13 +119,15 @@ def s_pytest(ctx: Ctx, budget: float) -> list[dict]:
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=max(budget - 10, 10))
     print(done.stdout[-4000:], done.stderr[-2000:], sep="\n")
     if not report.exists():
-        return [row("pytest -m gpu", "tests/models/test_gpu.py", None, "", f"error: no report, rc {done.returncode}")]
+        return [row("pytest -m gpu", "tests/models/test_gpu.py", None, "",
+                    f"error: no report, rc {done.returncode}")]
     suite = ET.parse(report).getroot()
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     total, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
     failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
-    failures = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None or c.find("error") is not None]
-    reasons = {c.find("skipped").get("message", "") for c in suite.iter("testcase") if c.find("skipped") is not None}
+    cases = list(suite.iter("testcase"))
+    failures = [c.get("name") for c in cases if c.find("failure") is not None or c.find("error") is not None]
+    reasons = {c.find("skipped").get("message", "") for c in cases if c.find("skipped") is not None}
     setting = "tests/models/test_gpu.py"
     return [
         row("pytest -m gpu", setting, total - failed - skipped, "passed", f"{suite.get('time', '?')} s"),
@@ -255,7 +258,8 @@ def s_segment(ctx: Ctx) -> list[dict]:
         options, what = {**tiny_sam(folder), "device": ctx.device}, "tiny SAM"
     else:  # ViT-H with random weights, saved as Meta's checkpoints are and loaded by the backend
         torch.manual_seed(0)
-        torch.save(build_sam("vit_h").state_dict(), folder / "sam_vit_h_random.pth")
+        with torch.device(ctx.device):  # initialised on the GPU: 636 M parameters in a second
+            torch.save(build_sam("vit_h").state_dict(), folder / "sam_vit_h_random.pth")
         options, what = {"checkpoint": str(folder / "sam_vit_h_random.pth"), "model_type": "vit_h"}, "SAM ViT-H"
     sam = SamSegmenter(**options)
     items = _photos(4)
@@ -338,7 +342,8 @@ def s_lifecycle(ctx: Ctx, gpu_memory_gb: float) -> list[dict]:
         done = subprocess.run([sys.executable, str(plan)], cwd=ROOT, capture_output=True, text=True, timeout=60)
         lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
         summary = next((ln for ln in reversed(lines) if "summary" in ln.lower()), lines[-1] if lines else "")
-        note = summary.strip()[:200] if done.returncode == 0 else f"error rc {done.returncode}: {done.stderr[-200:]}"
+        note = (summary.strip()[:200] if done.returncode == 0
+                else f"error rc {done.returncode}: {done.stderr[-200:]}")
         rows_.append(row("memory plan", "benchmarks/memory_plan.py", None, "", note))
     else:
         rows_.append(row("memory plan", "benchmarks/memory_plan.py", None, "", "skipped: not in this tree"))
@@ -353,7 +358,7 @@ SECTIONS = [
     ("caption", 70, 120, lambda ctx, a: s_caption(ctx)),
     ("filter", 50, 120, lambda ctx, a: s_filter(ctx)),
     ("train", 50, 120, lambda ctx, a: s_train(ctx)),
-    ("segment", 40, 90, lambda ctx, a: s_segment(ctx)),
+    ("segment", 60, 90, lambda ctx, a: s_segment(ctx)),
     ("lifecycle", 30, 120, lambda ctx, a: s_lifecycle(ctx, a.gpu_memory_gb)),
     ("repaint-compile", 200, 180, lambda ctx, a: s_repaint_compile(ctx)),
 ]
@@ -419,8 +424,10 @@ def main(argv=None) -> int:
     p.add_argument("--tiny", action="store_true", help="tiny models (CPU: a minute or two); GPU figures skipped")
     p.add_argument("--json", help="rows as JSON (default: $OUT/gpu_suite.json when $OUT is set)")
     p.add_argument("--only", help="comma-separated sections: " + ",".join(s[0] for s in SECTIONS))
-    p.add_argument("--limit", type=float, help=f"whole-suite seconds (default {LIMIT_S} on a GPU, 900 with --tiny)")
-    p.add_argument("--gpu-memory-gb", type=float, default=24.0, help="the lifecycle section's budget (24: the paper's card)")
+    p.add_argument("--limit", type=float,
+                   help=f"whole-suite seconds (default {LIMIT_S} on a GPU, 900 with --tiny)")
+    p.add_argument("--gpu-memory-gb", type=float, default=24.0,
+                   help="the lifecycle section's budget (24: the paper's card)")
     p.add_argument("--section", help=argparse.SUPPRESS)
     p.add_argument("--rows-out", help=argparse.SUPPRESS)
     p.add_argument("--budget", type=float, default=60.0, help=argparse.SUPPRESS)
@@ -474,7 +481,8 @@ def main(argv=None) -> int:
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"mode": mode, "cuda": cuda, "seconds": total, "rows": rows_}, indent=1))
-    table(rows_, f"gen4gen GPU check ({mode}, {'CUDA' if cuda else 'no CUDA: GPU figures skipped'}), {total:.0f} s")
+    where = "CUDA" if cuda else "no CUDA: GPU figures skipped"
+    table(rows_, f"gen4gen GPU check ({mode}, {where}), {total:.0f} s")
     if json_path:
         print(f"rows: {json_path}")
     failed = [r for r in rows_ if r["setting"] == "error" or (r["unit"] == "failed" and r["figure"])]
