@@ -78,19 +78,16 @@ def workload(n: int, k: int, size: int):
     return images, per_image, prompts, sources
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--images", type=int, default=PAPER_IMAGES)
-    parser.add_argument("--concepts", type=int, default=3, help="concepts per image (2-5)")
-    parser.add_argument("--size", type=int, default=512, help="generated image side (SD 1.5: 512)")
-    parser.add_argument("--tiny", action="store_true", help="the tests' tiny models (CPU smoke run)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--owl-batch", type=int, default=16)
-    parser.add_argument("--clip-batch", type=int, default=64)
-    args = parser.parse_args()
+def measure(images: int = PAPER_IMAGES, concepts: int = 3, size: int = 512, tiny: bool = False,
+            device: str = "auto", dtype: str = "auto", owl_batch: int = 16, clip_batch: int = 64) -> dict:
+    """Seconds for `images` images batched and one at a time, and peak GPU memory of the
+    scoring runs (benchmarks/gpu_suite.py calls this; main prints it)."""
+    from types import SimpleNamespace
 
     import torch
+
+    args = SimpleNamespace(images=images, concepts=concepts, size=size, tiny=tiny, device=device, dtype=dtype,
+                           owl_batch=owl_batch, clip_batch=clip_batch)
 
     from gen4gen.models import hf, registry
     from gen4gen.models.score import score_images
@@ -119,6 +116,9 @@ def main() -> None:
     score_images(images[:1], per_image[:1], prompts[:1], sources, single)
 
     sync()
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     score_images(images, per_image, prompts, sources, batched)
     sync()
@@ -129,6 +129,29 @@ def main() -> None:
         score_images([images[i]], [per_image[i]], [prompts[i]], sources, single)
     sync()
     t_single = time.perf_counter() - start
+
+    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    return dict(batched_s=t_batched, single_s=t_single, device=device, dtype=dtype, build_s=built, load_s=loaded,
+                images=args.images, peak_gib=peak)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--images", type=int, default=PAPER_IMAGES)
+    parser.add_argument("--concepts", type=int, default=3, help="concepts per image (2-5)")
+    parser.add_argument("--size", type=int, default=512, help="generated image side (SD 1.5: 512)")
+    parser.add_argument("--tiny", action="store_true", help="the tests' tiny models (CPU smoke run)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--owl-batch", type=int, default=16)
+    parser.add_argument("--clip-batch", type=int, default=64)
+    args = parser.parse_args()
+
+    r = measure(args.images, args.concepts, args.size, args.tiny, args.device, args.dtype, args.owl_batch,
+                args.clip_batch)
+    t_batched, t_single, device, dtype, built, loaded = (r[k] for k in ("batched_s", "single_s", "device", "dtype",
+                                                                       "build_s", "load_s"))
+    import torch
 
     size = "tiny" if args.tiny else "real size (ViT-B/32 CLIP, OWL-ViT B/32), random weights"
     print(f"models: {size}; device {device}, {str(dtype).removeprefix('torch.')}; torch threads {torch.get_num_threads()}")

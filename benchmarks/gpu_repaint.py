@@ -252,7 +252,7 @@ def timed(fn, cuda: bool, repeats: int) -> tuple[float, float]:
     return best, peak
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiny", action="store_true", help="tiny models on the CPU (a few steps, seconds)")
     p.add_argument("--batches", default="1,2,4,8")
@@ -269,7 +269,13 @@ def main(argv=None) -> int:
                    help="torch.compile backend; 'eager' checks the wiring without compiling kernels")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is steadiest on a busy machine)")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU (H100/H200: 989)")
-    args = p.parse_args(argv)
+    return p
+
+
+def measure(argv=None) -> dict:
+    """Build, count, time: the figures main() prints, as data (benchmarks/gpu_suite.py calls
+    this). Raises SystemExit(2) without CUDA unless --tiny."""
+    args = parser().parse_args(argv)
 
     import torch
     from diffusers.utils import logging as diffusers_logging
@@ -284,7 +290,7 @@ def main(argv=None) -> int:
     cuda = torch.cuda.is_available() and not args.tiny
     if not args.tiny and not cuda:
         print("no CUDA device: the real-size benchmark needs a GPU; run with --tiny on a CPU", file=sys.stderr)
-        return 2
+        raise SystemExit(2)
     device, dtype = ("cuda", torch.float16) if cuda else ("cpu", torch.float32)
     cfg = TINY if args.tiny else REAL
     steps = args.steps or (4 if args.tiny else 60)
@@ -352,7 +358,16 @@ def main(argv=None) -> int:
             secs, peak = timed(lambda: batched(r, items[:b], inits[:b], b), cuda, args.repeats)
             rows.append((f"compiled batch {b} (first run {compile_s:.0f}s)", b, secs, peak))
         base.unet, refiner.unet = eager
+    return dict(rows=rows, cuda=cuda, floor=floor, flops=flops, size=size, steps=steps, device=device,
+                calls=calls, counted=tuple(counted))
 
+
+def main(argv=None) -> int:
+    try:
+        r = measure(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    rows, cuda, floor, flops, size = r["rows"], r["cuda"], r["floor"], r["flops"], r["size"]
     loop_rate = rows[0][1] / rows[0][2]
     print()
     print(f"{'mode':44s} {'images/s':>9s} {'s/image':>8s} {'vs loop':>8s} {'peak GiB':>9s} {'% floor':>8s}")

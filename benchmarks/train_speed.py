@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> dict:
                 steps_s=1 / seconds, img_s=args.batch / seconds, memory=memory, kind=kind, trainable=trainable)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, defaults filled in (benchmarks/gpu_suite.py passes it to run())."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny models, 64 px, fp32 (CPU)")
     parser.add_argument("--device", default="auto")
@@ -142,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     args.micro_batch = args.micro_batch or args.batch
     if args.batch % args.micro_batch:
         parser.error("--micro-batch must divide --batch")
-    r = run(args)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    r = run(parse(argv))
     print(f"{'size':7} {'device':6} {'prec':5} {'px':>4} {'batch':>6} {'ckpt':>5} {'s/step':>8} {'steps/s':>8} "
           f"{'img/s':>7} {'peak GB':>8} {'2000 steps':>11} {'3000 steps':>11} {'trainable':>10}")
     print(f"{r['size']:7} {r['device']:6} {r['precision']:5} {r['res']:>4} {r['batch']:>6} {str(r['ckpt']):>5} "
