@@ -138,6 +138,11 @@ def _fs(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec file system and path of a URI, its scheme checked (see `SCHEMES`)."""
+    return _fs(uri)
+
+
 def check_output(uri: str) -> str:
     """The resolved dataset URI, or a ValueError saying why it cannot hold a dataset
     (`--out s3://` without a bucket, an unknown scheme)."""
@@ -310,6 +315,24 @@ def read_bytes(uri: str, limit: int | None = None, timeout: float | None = None)
         return _retrying(lambda: _with_deadline(one, timeout, uri), uri)
     except IsADirectoryError as err:
         raise BadInput(uri, "is a folder, not a file", code="not_a_file") from err
+
+
+def read_head(uri: str, n: int) -> bytes:
+    """The first `n` bytes of a regular file (however large it is), within READ_TIMEOUT."""
+    fs, path = _fs(uri)
+    local = local_path(uri)
+
+    def head() -> bytes:
+        if local is not None:
+            st = os.stat(local)
+            if not stat.S_ISREG(st.st_mode):
+                raise BadInput(uri, f"is {_kind(st.st_mode)}, not a regular file", code="not_a_file")
+            with open(local, "rb") as f:
+                return f.read(n)
+        with fs.open(path, "rb") as f:
+            return f.read(n)
+
+    return _retrying(lambda: _with_deadline(head, READ_TIMEOUT, uri), uri)
 
 
 def read_input(uri: str, limit: int | None = None) -> bytes:
