@@ -335,12 +335,12 @@ def read_head(uri: str, n: int) -> bytes:
     return _retrying(lambda: _with_deadline(head, READ_TIMEOUT, uri), uri)
 
 
-def read_input(uri: str, limit: int | None = None) -> bytes:
+def read_input(uri: str, limit: int | None = None, timeout: float | None = None) -> bytes:
     """Read a source input (a photo, at most MAX_PHOTO_BYTES): one that stays unreachable
     after the retries is a bad input of that sample (code `unreachable`), not a failure of
     the whole run; a permanent fault (bad scheme, loop, type, size) is one at once."""
     try:
-        return read_bytes(uri, MAX_PHOTO_BYTES if limit is None else limit)
+        return read_bytes(uri, MAX_PHOTO_BYTES if limit is None else limit, timeout)
     except BadInput:
         raise
     except Exception as err:
