@@ -350,7 +350,10 @@ def _generate(args: argparse.Namespace) -> int:
         check_output(config.out)
         from gen4gen.flows.checks import check_stages
 
-        check_stages(config)
+        try:
+            check_stages(config)
+        except ValueError as err:
+            raise ConfigError(f"{args.config}: {err}") from err
         if config.review.mode == "file":  # an unusable decisions file is a recipe error (exit 2), found before any work
             from gen4gen.tasks.report import read_decisions
 

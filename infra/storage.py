@@ -72,7 +72,10 @@ def resolve(uri: str) -> str:
     if uri.startswith("pkgdata://"):
         return "file://" + _package_file(uri)
     if "://" not in uri:
-        return "file://" + str(Path(uri).expanduser().resolve())
+        try:
+            return "file://" + str(Path(uri).expanduser().resolve())
+        except (RuntimeError, OSError):  # a symlink loop: the read names it
+            return "file://" + os.path.abspath(os.path.expanduser(uri))
     return uri
 
 
