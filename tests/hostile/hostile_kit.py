@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, small_recipe
+from conftest import REPO, small_recipe  # noqa: F401  (REPO: re-exported)
 
 GEN4GEN = [sys.executable, "-m", "gen4gen.flows.cli"]
 
