@@ -86,7 +86,8 @@ def _cause(err: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     verbose = any(a in ("-v", "--verbose") for a in argv)
-    _catch_signals()
+    if argv[:1] != ["serve"]:  # serve stops its own processes on Ctrl-C (infra/serve.py)
+        _catch_signals()
     try:
         return _main(argv)
     except KeyboardInterrupt:
