@@ -10,14 +10,18 @@
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
 0 when the run completed (dropped or failed samples are results, not errors), 1 when the
-run itself failed, 2 for an unusable recipe or command line.
+run itself failed, 2 for an unusable recipe or command line, 130 when interrupted (Ctrl-C
+or SIGTERM). No command prints a traceback unless given --verbose.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import signal
 import sys
+import threading
 import time
 
 from gen4gen.infra.config import shipped
@@ -35,7 +39,68 @@ def _quiet_prefect(verbose: bool) -> None:
         os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 
 
+INTERRUPTED = 130
+# After Ctrl-C or SIGTERM the run has this long to unwind (Prefect reports the crash to its
+# API, which may be gone: the ephemeral server got the same Ctrl-C) before the process exits
+# anyway. Everything is written atomically with the manifest last, so exiting is safe.
+GRACE_SECONDS = 5.0
+_signals: list[int] = []
+
+
+def _interrupt(signum, frame):
+    if _signals:  # a second signal: leave at once
+        os._exit(INTERRUPTED)
+    _signals.append(signum)
+    timer = threading.Timer(GRACE_SECONDS, _hard_exit)
+    timer.daemon = True
+    timer.start()
+    raise KeyboardInterrupt
+
+
+def _hard_exit() -> None:
+    print("interrupted (the published version is unchanged)", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(INTERRUPTED)
+
+
+def _catch_signals() -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _cause(err: BaseException) -> str:
+    """The error, and the OS error under it when there is one (ENOSPC under a Prefect state
+    error): what to fix is the full disk, not the state."""
+    text = f"{type(err).__name__}: {err}"
+    seen, e = set(), err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno and e is not err:
+            name = errno.errorcode.get(e.errno, str(e.errno))
+            return f"{text} (caused by {name}: {e.strerror}{': ' + e.filename if e.filename else ''})"
+        e = e.__cause__ or e.__context__
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = any(a in ("-v", "--verbose") for a in argv)
+    if argv[:1] != ["serve"]:  # serve stops its own processes on Ctrl-C (infra/serve.py)
+        _catch_signals()
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as err:
+        if verbose:
+            raise
+        print(f"error: {_cause(err)} (--verbose shows the traceback)", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="gen4gen", description="The Gen4Gen data factory")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="generate and publish a dataset from a recipe")
@@ -44,19 +109,24 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--workers", type=int, help="compositions processed side by side")
     gen.add_argument("--samples", type=int, help="samples per composition (a quick preview)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every stage")
+    gen.add_argument("--force", action="store_true",
+                     help="write into a non-empty folder that is not a dataset, or replace another recipe's dataset")
     gen.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     rep = sub.add_parser("report", help="write a self-contained HTML report of a published dataset")
     rep.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
     rep.add_argument("--out", default="report.html", help="where the page goes (default: report.html)")
     rep.add_argument("--compare", metavar="OTHER_URI", help="an earlier version: show what changed")
     rep.add_argument("--decisions", metavar="FILE", help="human ratings (JSON or CSV, sample id -> 1..5)")
+    rep.add_argument("--force", action="store_true", help="overwrite an --out file that is not a report page")
     rep.add_argument("-v", "--verbose", action="store_true", help="show Prefect's logs")
     ver = sub.add_parser("verify", help="check a published dataset against its manifest")
     ver.add_argument("dataset", help="dataset URI (a folder, file:// or s3://)")
+    ver.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     aso = sub.add_parser("associate", help="ask the recipe's LLM endpoint for compositions of its concepts (YAML)")
     aso.add_argument("config", help="recipe with concepts and stages.plan (backend openai)")
     aso.add_argument("--max", type=int, default=10, help="most compositions to propose (default 10)")
     aso.add_argument("--out", help="YAML file to write (default: print)")
+    aso.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
 
     trn = sub.add_parser("train", help="fine-tune Custom Diffusion on a published dataset (resumes a stopped run)")
     trn.add_argument("--dataset", required=True, help="published dataset URI (a folder, file:// or s3://)")
@@ -90,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--s3-port", type=int, default=9000, help="S3-API server port on 127.0.0.1")
     srv.add_argument("--pool", default="gen4gen-cpu", help="process work pool to create and serve")
     srv.add_argument("--stop", action="store_true", help="stop the stack running with this --state")
+    srv.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
     if args.command == "serve":
         return _serve(args)
@@ -114,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args: argparse.Namespace) -> int:
     """Exit 0 with the last checkpoint's URI printed, 1 when training failed, 2 for bad input."""
     from rich.console import Console
+    from rich.markup import escape
 
     from gen4gen.infra.errors import BadInput
 
@@ -139,7 +211,7 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainConfig.model_validate(raw)
         total = steps_needed(config)
     except (BadInput, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -157,7 +229,7 @@ def _train(args: argparse.Namespace) -> int:
         try:
             result = train(config)
         except Exception as err:
-            console.print(f"[red]training failed:[/red] {type(err).__name__}: {err}", highlight=False, soft_wrap=True)
+            console.print(f"[red]training failed:[/red] {escape(_cause(err))}", highlight=False, soft_wrap=True)
             return 1
         finally:
             stop()
@@ -210,9 +282,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     """Exit 0 when every listed file is there with its hash and the counts agree, else 1."""
+    from gen4gen.infra.errors import BadInput
     from gen4gen.tasks.verify import problems
 
-    found = problems(args.dataset)
+    try:
+        found = problems(args.dataset)
+    except BadInput as err:  # the URI itself is unusable (a bad scheme, no bucket)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     for line in found:
         print(f"problem: {line}", file=sys.stderr)
     print(f"{args.dataset}: {'whole' if not found else f'{len(found)} problem(s)'}")
@@ -223,12 +300,14 @@ def _report(args: argparse.Namespace) -> int:
     """Exit 0 with the page written, 2 when a dataset or the decisions file cannot be used."""
     from gen4gen.infra.errors import BadInput
     from gen4gen.infra.storage import resolve, write_bytes
+    from gen4gen.tasks.ownership import OwnershipError, check_report_out
     from gen4gen.tasks.report import DecisionsError, build_report, read_decisions
 
     try:
+        check_report_out(args.out, [args.dataset, *([args.compare] if args.compare else [])], force=args.force)
         ratings = read_decisions(args.decisions) if args.decisions else None
         report = build_report(args.dataset, compare_uri=args.compare, ratings=ratings)
-    except (BadInput, DecisionsError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+    except (BadInput, DecisionsError, OwnershipError, ValueError) as err:  # pydantic's ValidationError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     data = report.html.encode()
@@ -246,30 +325,45 @@ def _report(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
-    from gen4gen.infra.config import ConfigError, load_config
+    from gen4gen.infra.config import ConfigError, load_config, validate
+    from gen4gen.infra.errors import BadInput
+    from gen4gen.infra.storage import check_output
 
     # Off a terminal (CI, pipes), keep lines whole: a path must stay greppable.
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     try:
         config = load_config(args.config, args.out)
-        run = config.run.model_copy(
-            update={k: v for k, v in (("workers", args.workers), ("cache", False if args.no_cache else None)) if v is not None}
-        )
-        config = config.model_copy(update={"run": run})
+        # Command-line values are validated with the recipe, as the recipe's own would be
+        # (`--workers 0` is refused here, not after the flow started).
+        raw = config.model_dump()
+        for flag, value in (("--workers", args.workers), ("--samples", args.samples)):
+            if value is not None and value < 1:
+                raise ConfigError(f"{flag} {value}: must be 1 or more")
+        if args.workers is not None:
+            raw["run"]["workers"] = args.workers
+        if args.no_cache:
+            raw["run"]["cache"] = False
         if args.samples is not None:
-            config = config.model_validate(
-                config.model_dump() | {"compositions": [c.model_dump() | {"samples": args.samples} for c in config.compositions]}
-            )
-        from gen4gen.flows.generate import check_backends
+            raw["compositions"] = [c | {"samples": args.samples} for c in raw["compositions"]]
+        config = validate(raw, f"{args.config} (with the command line's values)")
+        check_output(config.out)
+        from gen4gen.flows.checks import check_stages
 
-        check_backends(config)
+        try:
+            check_stages(config)
+        except ValueError as err:
+            raise ConfigError(f"{args.config}: {err}") from err
         if config.review.mode == "file":  # an unusable decisions file is a recipe error (exit 2), found before any work
             from gen4gen.tasks.report import read_decisions
 
             read_decisions(config.review.decisions)
-    except (ConfigError, ValueError) as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        from gen4gen.tasks.ownership import claim
+
+        claim(config.out, config, args.config, force=args.force)
+    except (ConfigError, BadInput, ValueError) as err:
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
 
     from gen4gen.flows.generate import run_generate
@@ -287,8 +381,16 @@ def _generate(args: argparse.Namespace) -> int:
         stop = progress.listen(lambda comp, stage, n: bar.advance(job, n) if stage in stages else None)
         try:
             manifest = run_generate(config, config.out)
+        except KeyboardInterrupt:
+            console.print("[red]interrupted[/red] (the published version is unchanged)", highlight=False)
+            return INTERRUPTED
         except Exception as err:  # the run failed: say why, exit non-zero
-            console.print(f"[red]run failed:[/red] {type(err).__name__}: {err}", highlight=False, soft_wrap=True)
+            if _signals:  # the signal broke something first (the ephemeral server got it too)
+                console.print("[red]interrupted[/red] (the published version is unchanged)", highlight=False)
+                return INTERRUPTED
+            if args.verbose:
+                raise
+            console.print(f"[red]run failed:[/red] {escape(_cause(err))}", highlight=False, soft_wrap=True)
             return 1
         finally:
             stop()
@@ -298,6 +400,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _summary(console, manifest, seconds: float) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{manifest.dataset} {manifest.version}: {manifest.kept} kept of {manifest.planned}")
@@ -311,11 +414,11 @@ def _summary(console, manifest, seconds: float) -> None:
         )
     console.print(table)
     for photo, why in manifest.unusable_photos.items():
-        console.print(f"[yellow]unusable photo[/yellow] {why}", highlight=False)
+        console.print(f"[yellow]unusable photo[/yellow] {escape(why)}", highlight=False)
     console.print(
         f"wall time {seconds:.1f} s. Dataset: {manifest.uri}\n"
         f"  load it: datasets.load_dataset('imagefolder', data_dir='{manifest.uri.removeprefix('file://')}')",
-        highlight=False,
+        highlight=False, markup=False,
     )
 
 

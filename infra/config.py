@@ -1,12 +1,25 @@
-"""Reading dataset recipes (YAML) into a validated DatasetConfig."""
+"""Reading dataset recipes (YAML) into a validated DatasetConfig.
+
+A recipe is data from anyone, so it is read with limits (README "What survives what"): at
+most MAX_RECIPE_BYTES, UTF-8, one document, no key given twice in a mapping, and aliases
+only while the document they expand to stays under MAX_YAML_NODES nodes and MAX_YAML_DEPTH
+levels (a "billion laughs" recipe is refused before it is built, a circular alias too).
+"""
 
 from __future__ import annotations
+
+import os
 
 import yaml
 from pydantic import ValidationError
 
-from gen4gen.infra.storage import read_bytes, resolve
+from gen4gen.infra.errors import BadInput
 from gen4gen.infra.records import DatasetConfig
+from gen4gen.infra.storage import read_bytes, resolve
+
+MAX_RECIPE_BYTES = int(os.environ.get("GEN4GEN_MAX_RECIPE_BYTES", 2**20))  # 1 MiB
+MAX_YAML_NODES = 100_000  # nodes of the document with every alias expanded
+MAX_YAML_DEPTH = 64  # nesting levels; a recipe needs 6
 
 
 class ConfigError(ValueError):
@@ -22,11 +35,87 @@ def shipped(name: str) -> str:
     return resolve(str(files("gen4gen.configs").joinpath(name)))
 
 
-def load_config(uri: str, out: str | None = None) -> DatasetConfig:
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (no Python objects) that also refuses a key given twice: YAML
+    keeps the last silently, so a second `concepts:` would replace the first unseen."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # `<<: *base` may be overridden by design
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} is given twice (first on line {seen[key] + 1})", key_node.start_mark
+                    )
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def _check_expansion(root: yaml.Node, name: str) -> None:
+    """Count the nodes the document expands to (an alias counts as the whole subtree it
+    names) and its depth, without building it; refuse a cycle."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_YAML_NODES:
+                raise ConfigError(f"{name}: the YAML expands to over {MAX_YAML_NODES:,} nodes through its aliases; refused")
+            if depth[key] > MAX_YAML_DEPTH:
+                raise ConfigError(f"{name}: the YAML nests over {MAX_YAML_DEPTH} levels deep; refused")
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            line = node.start_mark.line + 1 if node.start_mark else "?"
+            raise ConfigError(f"{name}: line {line}: a circular YAML alias (a node that contains itself)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def parse_yaml(data: bytes, name: str):
+    """The YAML document in `data`, read with the limits above; ConfigError naming `name`."""
     try:
-        raw = yaml.safe_load(read_bytes(uri).decode("utf-8"))
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{name}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from err
+    loader = _Loader(text)
+    loader.name = name  # error marks name the file, not "<unicode string>"
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, name)
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{uri}: not valid YAML: {err}") from err
+        raise ConfigError(f"{name}: not valid YAML: {err}") from err
+    except RecursionError as err:
+        raise ConfigError(f"{name}: the YAML nests too deeply to read; refused") from err
+    finally:
+        loader.dispose()
+
+
+def load_config(uri: str, out: str | None = None) -> DatasetConfig:
+    raw = parse_yaml(read_bytes(uri, limit=MAX_RECIPE_BYTES), uri)
     if not isinstance(raw, dict):
         raise ConfigError(f"{uri}: expected a mapping at the top level, got {type(raw).__name__}")
     _anchor_photos(raw, uri)
@@ -37,6 +126,14 @@ def load_config(uri: str, out: str | None = None) -> DatasetConfig:
     if out:
         config = config.model_copy(update={"run": config.run.model_copy(update={"out": out})})
     return config
+
+
+def validate(raw: dict, name: str) -> DatasetConfig:
+    """A recipe's raw mapping validated as a whole (e.g. after command-line overrides)."""
+    try:
+        return DatasetConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{name}: invalid recipe:\n{format_errors(err)}") from err
 
 
 def format_errors(err: ValidationError) -> str:
@@ -64,3 +161,6 @@ def _anchor_photos(raw: dict, config_uri: str) -> None:
     review = raw.get("review")
     if isinstance(review, dict) and review.get("decisions"):
         review["decisions"] = anchor(review["decisions"])
+
+
+__all__ = ["BadInput", "ConfigError", "load_config", "parse_yaml", "shipped", "validate"]

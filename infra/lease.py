@@ -26,18 +26,32 @@ from gen4gen.infra.errors import BadInput
 from gen4gen.infra.storage import exists, join, local_path, read_bytes, remove, write_bytes
 
 LEASE = ".lease"
+# A lease says when it expires by the holder's clock. One that claims to last longer than
+# this from now is a skewed clock or a forged file: judged stale, so it cannot block
+# publishing for ever (a real holder's lease lasts `ttl`, 300 s by default).
+MAX_LEASE_AHEAD = 3600.0
 
 
-def _holder_alive(info: dict) -> bool:
-    if info.get("expires", 0) < time.time():
+def _holder_alive(info: object) -> bool:
+    if not isinstance(info, dict):
+        return False  # not a lease we wrote
+    expires, pid = info.get("expires"), info.get("pid")
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or not expires == expires:
+        return False
+    now = time.time()
+    if expires < now or expires > now + MAX_LEASE_AHEAD:
         return False
     if info.get("host") == socket.gethostname():
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+            return False  # pid 0 or -1 would signal a whole process group
         try:
-            os.kill(int(info.get("pid", -1)), 0)
+            os.kill(pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
+        except OverflowError:
+            return False
     return True
 
 
@@ -61,7 +75,7 @@ def _try_create(uri: str, body: bytes) -> bool:
 
 def _read(uri: str) -> bytes | None:
     try:
-        return read_bytes(uri)
+        return read_bytes(uri, limit=64 * 1024)  # a lease is ~150 bytes
     except (BadInput, OSError):
         return None
 
@@ -70,8 +84,8 @@ def _take_over_if_stale(uri: str) -> None:
     seen = _read(uri)
     try:
         info = json.loads(seen) if seen else {}
-    except ValueError:
-        info = {}  # half-written by a killed run: stale
+    except (ValueError, RecursionError):
+        info = {}  # half-written by a killed run, or not ours: stale
     if seen is None or _holder_alive(info):
         return
     path = local_path(uri)

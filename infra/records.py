@@ -75,6 +75,15 @@ class Concept(Record):
             raise ValueError(f"token {v!r} must look like '<name>' (letters, digits, '_', '-')")
         return v
 
+    @field_validator("photos")
+    @classmethod
+    def _photo_uris(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not p.strip() or len(p) > 2048 or any(unicodedata.category(ch)[0] == "C" for ch in p):
+                raise ValueError(f"photo {ascii(p)[:100]} is not a usable path or URI (empty, over 2048 "
+                                 "characters, or holding control characters)")
+        return v
+
 
 # Words Hugging Face `datasets` reads as split names when they stand alone in a folder or
 # file name (between '-', '.', '_', ' ' or digits): a composition folder named "test-set"
@@ -103,6 +112,14 @@ class Composition(Record):
                 f"composition id {v!r} contains {clash[0]!r}, which Hugging Face datasets "
                 "reads as a split name in a folder name; choose another id"
             )
+        return v
+
+    @field_validator("scenes")
+    @classmethod
+    def _scenes_are_text(cls, v: list[str]) -> list[str]:
+        for i, scene in enumerate(v):
+            if not scene.strip() or len(scene) > 200 or any(unicodedata.category(ch)[0] == "C" for ch in scene):
+                raise ValueError(f"scenes[{i}] = {scene!r}: a scene is 1-200 printable characters")
         return v
 
     @field_validator("concepts")
@@ -388,6 +405,21 @@ class RunConfig(Record):
     )
 
 
+    @field_validator("retry_delay_seconds")
+    @classmethod
+    def _finite_delay(cls, v: float) -> float:
+        if not v <= 3600:  # also refuses inf and nan: a retry must come back
+            raise ValueError(f"retry_delay_seconds {v!r} must be a number of seconds from 0 to 3600")
+        return v
+
+    @field_validator("out")
+    @classmethod
+    def _out_is_a_uri(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or any(unicodedata.category(ch)[0] == "C" for ch in v)):
+            raise ValueError(f"out {ascii(v)}: an empty path or one with control characters")
+        return v
+
+
 class RunnerConfig(Record):
     """The task runner: a thread pool in the flow's process (default), a Dask cluster (local,
     or a scheduler's address), or Ray (needs prefect-ray; GPUs requested per GPU task)."""
@@ -447,13 +479,17 @@ class DatasetConfig(Record):
     @field_validator("concepts")
     @classmethod
     def _unique_concepts(cls, v: list[Concept], info: ValidationInfo) -> list[Concept]:
+        # Case-insensitively: CLIP's tokenizer lower-cases, so <Cat> and <cat> would train as
+        # one token; and ids name files, which collide on case-insensitive disks.
         for attr in ("id", "token"):
-            seen: dict[str, str] = {}
+            seen: dict[str, tuple[str, str]] = {}
             for c in v:
                 key = getattr(c, attr)
-                if key in seen:
-                    raise ValueError(f"concept {c.id!r}: {attr} {key!r} is already used by {seen[key]!r}")
-                seen[key] = c.id
+                if key.lower() in seen:
+                    other, given = seen[key.lower()]
+                    same = "" if given == key else f" ({given!r} differs only in case)"
+                    raise ValueError(f"concept {c.id!r}: {attr} {key!r} is already used by {other!r}{same}")
+                seen[key.lower()] = (c.id, key)
         return v
 
     @model_validator(mode="after")
@@ -461,9 +497,10 @@ class DatasetConfig(Record):
         known = {c.id for c in self.concepts}
         seen: set[str] = set()
         for comp in self.compositions:
-            if comp.id in seen:
-                raise ValueError(f"compositions: id {comp.id!r} is used twice")
-            seen.add(comp.id)
+            # Case-insensitively: each composition is a folder, and some disks fold case.
+            if comp.id.lower() in seen:
+                raise ValueError(f"compositions: id {comp.id!r} is used twice (ids are compared ignoring case)")
+            seen.add(comp.id.lower())
             unknown = [c for c in comp.concepts if c not in known]
             if unknown:
                 raise ValueError(

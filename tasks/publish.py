@@ -25,6 +25,7 @@ from gen4gen.infra.errors import BadInput
 from gen4gen.infra.lease import lease
 from gen4gen.infra.storage import basename, exists, join, list_files, read_bytes, relative, remove, resolve, sha256, write_bytes
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
+from gen4gen.tasks import ownership
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
 IMAGES = "images"
@@ -215,23 +216,19 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
 
 
 def remove_unlisted(out: str, manifest: Manifest) -> None:
-    """Delete published files an earlier recipe left that this manifest no longer lists.
+    """Delete published files that an earlier manifest of this dataset listed (or that
+    publishing noted it was placing, tasks/ownership.py) and this manifest no longer lists.
 
     Done after the manifest is written, so the manifest never lists a missing file; the
     images/ folders must hold only listed images because training scripts read whole
-    folders. Stage outputs and caches are left alone: they are keyed by content and an
-    older manifest may be restored.
+    folders. Nothing else is ever deleted: a file the factory did not publish (the user's,
+    in a folder they gave as --out) is not the factory's to remove. Stage outputs and
+    caches are left alone: they are keyed by content and an older manifest may be restored.
     """
-    listed = set(manifest.files)
-    folders = [join(out, st.composition, IMAGES) for st in manifest.compositions] + [join(out, INDEX)]
-    candidates = [u for folder in folders for u in list_files(folder)]
-    candidates += [
-        u for st in manifest.compositions for u in list_files(join(out, st.composition))
-        if relative(u, out).count("/") == 1 and basename(u).startswith("samples-")
-    ]
-    for uri in candidates:
-        if relative(uri, out) not in listed:
+    for uri in ownership.deletable(out, manifest):
+        if exists(uri):
             remove(uri)
+    ownership.record(out, manifest)
 
 
 def read_manifest(out: str) -> Manifest:

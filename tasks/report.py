@@ -28,8 +28,9 @@ from pathlib import Path
 from PIL import Image
 
 from gen4gen.infra.errors import BadInput
-from gen4gen.infra.storage import decode_image, join, read_bytes, resolve, sha256
-from gen4gen.tasks.publish import composition_stats, published_path, read_manifest, read_shard
+from gen4gen.infra.storage import decode_image, exists, join, read_bytes, read_input, resolve, sha256
+from gen4gen.tasks.publish import composition_stats, published_path
+from gen4gen.tasks.reader import load_json, read_manifest, read_shard
 from gen4gen.infra.records import Manifest, Sample
 
 # The paper kept only images people rated 4 or 5.
@@ -37,6 +38,9 @@ HUMAN_KEEP_RATING = 4
 THUMB = 160  # pixels on the long side; 160 px JPEG at q=70 is ~5 KB, so 100 samples ~2 MB
 JPEG_QUALITY = 70
 STAGES = ("mask", "composite", "repaint")  # shown after the source photos, in flow order
+MAX_DECISIONS_BYTES = 16 * 2**20  # a rating per sample of 100,000 samples is ~5 MB
+MAX_IMAGE_BYTES = 64 * 2**20  # a stage output or thumbnail the page shows
+GENERATOR = '<meta name=generator content="gen4gen report">'  # how `report --out` knows its own pages
 
 
 class DecisionsError(ValueError):
@@ -77,36 +81,56 @@ def parse_decisions(data: bytes, name: str) -> dict[str, int]:
     JSON: {"<sample id>": rating, ...}, or the page's export {"ratings": {...}, ...}.
     CSV: a header with `sample_id` (or `id`) and `rating` columns, one row per sample.
     """
+    if len(data) > MAX_DECISIONS_BYTES:
+        raise DecisionsError(f"{name}: {len(data):,} bytes is over the {MAX_DECISIONS_BYTES:,} byte limit of a decisions file")
     text = data.decode("utf-8-sig", errors="replace")
     if not text.strip():
         raise DecisionsError(f"{name}: empty decisions file")
     if text.lstrip()[0] in "{[":
         try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DecisionsError(f"{name}: not valid JSON: {err}") from err
+            raw = load_json(data, name)
+        except BadInput as err:
+            raise DecisionsError(f"{name}: {err.reason}") from err
         if isinstance(raw, dict) and isinstance(raw.get("ratings"), dict):
             raw = raw["ratings"]
         if not isinstance(raw, dict):
             raise DecisionsError(f"{name}: expected an object of sample id -> rating, got {type(raw).__name__}")
         rows = [(str(k), v, f"key {k!r}") for k, v in raw.items()]
     else:
-        reader = csv.DictReader(io.StringIO(text))
-        cols = [c.strip() for c in reader.fieldnames or []]
-        id_col = next((c for c in ("sample_id", "id") if c in cols), None)
-        if id_col is None or "rating" not in cols:
-            raise DecisionsError(f"{name}: CSV header {cols} needs a 'sample_id' (or 'id') and a 'rating' column")
-        rows = []
-        for line, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            rows.append((row[id_col], row["rating"], f"line {line}"))
+        reader = csv.DictReader(io.StringIO(text), restkey=_EXTRA)
+        try:
+            cols = [c.strip() for c in reader.fieldnames or []]
+            id_col = next((c for c in ("sample_id", "id") if c in cols), None)
+            if id_col is None or "rating" not in cols:
+                raise DecisionsError(f"{name}: CSV header {cols} needs a 'sample_id' (or 'id') and a 'rating' column")
+            rows = []
+            for row in reader:
+                where = f"line {reader.line_num}"
+                if _EXTRA in row:
+                    raise DecisionsError(f"{name}: {where}: {len(cols) + len(row[_EXTRA])} fields where the header has {len(cols)}")
+                row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                rows.append((row[id_col], row["rating"], where))
+        except csv.Error as err:
+            raise DecisionsError(f"{name}: line {reader.line_num}: not valid CSV: {err}") from err
     ratings: dict[str, int] = {}
+    first: dict[str, str] = {}
     for sample_id, value, where in rows:
         rating = _rating(value)
         if rating is None:
-            raise DecisionsError(f"{name}: {where}: rating {value!r} for {sample_id!r} is not a whole number 1 to 5")
+            raise DecisionsError(f"{name}: {where}: rating {_short(value)} for {_short(sample_id)} is not a whole number 1 to 5")
+        if sample_id in ratings and ratings[sample_id] != rating:
+            raise DecisionsError(f"{name}: {where}: sample {sample_id!r} is rated {rating} here and {ratings[sample_id]} "
+                                 f"on {first[sample_id]}")
         ratings[sample_id] = rating
+        first.setdefault(sample_id, where)
     return ratings
+
+
+_EXTRA = "\x00extra"  # DictReader's key for fields beyond the header's
+
+
+def _short(value) -> str:
+    return repr(value)[:80] if isinstance(value, str) else type(value).__name__ if isinstance(value, (dict, list)) else repr(value)[:80]
 
 
 def _rating(value) -> int | None:
@@ -120,7 +144,11 @@ def _rating(value) -> int | None:
 
 
 def read_decisions(uri: str) -> dict[str, int]:
-    return parse_decisions(read_bytes(uri), uri)
+    try:
+        data = read_bytes(uri, limit=MAX_DECISIONS_BYTES)
+    except BadInput as err:
+        raise DecisionsError(str(err)) from err
+    return parse_decisions(data, uri)
 
 
 @dataclass
@@ -258,9 +286,10 @@ def thumbnail(data: bytes, name: str, size: int = THUMB, grey: bool = False) -> 
     return data_uri(thumbnail_jpeg(data, name, size, grey))
 
 
-def _thumb(uri: str, expected_sha256: str | None, size: int, grey: bool = False) -> Thumb:
+def _thumb(uri: str, expected_sha256: str | None, size: int, grey: bool = False, source: bool = False) -> Thumb:
     try:
-        data = read_bytes(uri)
+        # A recipe's own photo is a source input (bounded like one); the rest lie in the dataset.
+        data = read_input(uri) if source else read_bytes(uri, limit=MAX_IMAGE_BYTES)
         if expected_sha256 and sha256(data) != expected_sha256:
             return Thumb(None, f"{uri}: changed since the stage wrote it")
         return Thumb(thumbnail(data, uri, size, grey))
@@ -308,12 +337,14 @@ def build_report(
 
 
 def build_review_page(
-    dataset: str, version: str, uri: str, samples: list[Sample], min_rating: int, size: int = THUMB, workers: int = 4
+    dataset: str, version: str, uri: str, samples: list[Sample], min_rating: int, size: int = THUMB, workers: int = 4,
+    photos: frozenset[str] | set[str] = frozenset(),
 ) -> str:
     """The page of samples not published yet, for people to rate before the flow publishes.
 
     Built from the records in memory: the numbers a manifest would hold are counted here,
-    and final images are read from the repaint stage's outputs.
+    and final images are read from the repaint stage's outputs. Source photos are read only
+    when they are in `photos` (the recipe's own), never because a record names them.
     """
     comps = list(dict.fromkeys(s.composition for s in samples))
     stats = [composition_stats([s for s in samples if s.composition == c]) for c in comps]
@@ -323,14 +354,36 @@ def build_review_page(
         **{k: sum(s.status == k for s in samples) for k in ("kept", "dropped", "failed")},
     )
     preview = Version(uri=resolve(uri), manifest=manifest, samples=samples, published=False)
-    return _page(preview, None, None, {}, size, workers, min_rating)
+    return _page(preview, None, None, {}, size, workers, min_rating, frozenset(photos))
 
 
-def _page(version, changes, agreement, ratings, size, workers, min_rating) -> str:
-    photos = sorted({uri for s in version.samples for uri in s.plan.photos.values()})
+THUMBS = ".thumbs"  # tasks/gallery.py writes each sample's photo thumbnails here
+
+
+def _photo_thumb(version: Version, uri: str, made: list[str], allowed: frozenset[str], size: int) -> Thumb:
+    """A source photo's thumbnail, from one the factory made inside the dataset
+    (`.thumbs/`, at a path built from validated ids), or from the photo itself only when
+    it is one of the recipe's (`allowed`). Never from what a record names: a record may
+    say file:///home/someone/private.png."""
+    for rel in made:
+        thumb_uri = join(version.uri, rel)
+        if exists(thumb_uri):
+            return _thumb(thumb_uri, None, size)
+    if uri in allowed:
+        return _thumb(uri, None, size, source=True)
+    return Thumb(None, "no thumbnail made by the factory", skipped=True)
+
+
+def _page(version, changes, agreement, ratings, size, workers, min_rating, allowed=frozenset()) -> str:
+    made: dict[str, list[str]] = {}
+    for s in version.samples:
+        for cid, uri in s.plan.photos.items():
+            if cid in s.concepts:  # ids are validated path segments
+                made.setdefault(uri, []).append(f"{THUMBS}/{s.composition}/{s.id}/photo-{cid}.jpg")
+    photos = sorted(made)
     # Decoding 1024 px PNGs dominates; PIL releases the GIL while decoding, and S3 reads wait.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        photo_thumbs = dict(zip(photos, pool.map(lambda u: _thumb(u, None, size), photos)))
+        photo_thumbs = dict(zip(photos, pool.map(lambda u: _photo_thumb(version, u, made[u][:3], allowed, size), photos)))
         sample_thumbs = list(pool.map(lambda s: _sample_thumbs(version, s, size), version.samples))
     thumbs = dict(zip((s.id for s in version.samples), sample_thumbs))
     return _render(version, thumbs, photo_thumbs, changes, agreement, ratings, min_rating)
@@ -496,7 +549,7 @@ def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings, m
     data_json = json.dumps(page_data).replace("<", "\\u003c")
     title = f"{m.dataset} {m.version}: dataset report"
     return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
+        f"<!doctype html><html lang=en><head><meta charset=utf-8>{GENERATOR}<title>{_e(title)}</title>"
         f'<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<style>{_CSS}{photo_css}</style></head><body>{''.join(parts)}"
         f"<script>const REPORT = {data_json};\n{_JS}</script></body></html>"

@@ -115,7 +115,9 @@ def ask_for_decisions(config: DatasetConfig, out: str, samples: list[Sample]) ->
     from prefect.flow_runs import pause_flow_run
 
     page_uri = join(resolve(out), PAGE)
-    page = build_review_page(config.name, config.version, out, samples, config.review.min_rating)
+    # Source photos only from the recipe: the page never reads a photo because a record names it.
+    recipe_photos = frozenset(p for c in config.concepts for p in c.photos)
+    page = build_review_page(config.name, config.version, out, samples, config.review.min_rating, photos=recipe_photos)
     write_bytes(page_uri, page.encode())
     counts = Counter(s.status for s in samples)
     text = artifacts.review_request(config, page_uri, counts)

@@ -3,13 +3,18 @@
 `problems(out)` lists what is wrong (empty: the dataset is whole); `fingerprint(out)` is
 everything a reader sees minus what may differ between two runs of one recipe (the time,
 the location, the timings), so two datasets can be compared for equality.
+
+The dataset is untrusted data (tasks/reader.py): a manifest or shard that is malformed,
+too large, or names a path outside the dataset is a problem reported by name; nothing
+outside the dataset is ever read or tested for existence.
 """
 
 from __future__ import annotations
 
 from gen4gen.infra.errors import BadInput
-from gen4gen.infra.storage import join, list_files, read_bytes, relative, sha256
-from gen4gen.tasks.publish import IMAGES, read_manifest, read_shard
+from gen4gen.infra.storage import inside, join, list_files, read_bytes, relative, sha256
+from gen4gen.tasks.publish import IMAGES
+from gen4gen.tasks.reader import read_manifest, read_shard
 
 VOLATILE = {"created", "uri"}
 
@@ -18,17 +23,17 @@ def problems(out: str) -> list[str]:
     try:
         manifest = read_manifest(out)
     except BadInput as err:
-        return [f"no manifest: {err}"]
+        return [f"no usable manifest: {err}"]
     found: list[str] = []
     for rel, digest in manifest.files.items():
         try:
-            if sha256(read_bytes(join(out, rel))) != digest:
+            if sha256(read_bytes(inside(out, rel, "manifest"))) != digest:
                 found.append(f"{rel}: content does not match the manifest's sha256")
         except BadInput as err:
             found.append(f"{rel}: listed but unreadable ({err.reason})")
     for name, copy in manifest.index.items():
         try:
-            if read_bytes(join(out, name)) != read_bytes(join(out, copy)):
+            if read_bytes(inside(out, name, "manifest")) != read_bytes(inside(out, copy, "manifest")):
                 found.append(f"{name}: differs from {copy}, the copy the manifest lists")
         except BadInput as err:
             found.append(f"{name}: {err.reason}")
@@ -57,6 +62,6 @@ def fingerprint(out: str) -> dict:
     view = manifest.model_dump(mode="json", exclude=VOLATILE)
     for st in view["compositions"]:
         st.pop("seconds")
-    files = {rel: sha256(read_bytes(join(out, rel))) for rel in manifest.files}
-    tops = {name: sha256(read_bytes(join(out, name))) for name in manifest.index}
+    files = {rel: sha256(read_bytes(inside(out, rel, "manifest"))) for rel in manifest.files}
+    tops = {name: sha256(read_bytes(inside(out, name, "manifest"))) for name in manifest.index}
     return {"manifest": view, "files": files, "tops": tops}

@@ -1,0 +1,108 @@
+"""Reading a published dataset as untrusted data: bounded, checked, paths kept inside.
+
+A dataset folder may come from anyone (a copied dataset, a shared bucket prefix), so what
+`verify`, `report` and the factory itself read from it is checked before use (DESIGN.md §4,
+hostile input): each file is read with a size limit, JSON is parsed with a depth limit,
+every path a manifest or a record names must be a plain relative path inside the dataset
+(`storage.inside`), and every failure is a `BadInput` naming the file and what is wrong,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from pydantic import ValidationError
+
+from gen4gen.infra.errors import BadInput
+from gen4gen.infra.records import CompositionStats, Manifest, Sample
+from gen4gen.infra.storage import inside, join, read_bytes, resolve, sha256
+
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = int(os.environ.get("GEN4GEN_MAX_MANIFEST_BYTES", 64 * 2**20))
+MAX_SHARD_BYTES = int(os.environ.get("GEN4GEN_MAX_SHARD_BYTES", 256 * 2**20))
+MAX_JSON_DEPTH = 32  # our records nest 5 deep
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, d = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, d)
+            stack.extend((v, d + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def load_json(data: bytes, name: str, max_depth: int = MAX_JSON_DEPTH):
+    """JSON from bytes: BadInput (code `malformed`) naming `name` for anything unusable."""
+    try:
+        value = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise BadInput(name, f"not UTF-8 text (byte {err.start})", code="malformed") from err
+    except RecursionError as err:
+        raise BadInput(name, f"JSON nested over {max_depth} levels deep", code="malformed") from err
+    except ValueError as err:  # JSONDecodeError, and the int-digits limit
+        raise BadInput(name, f"not valid JSON: {err}", code="malformed") from err
+    if _depth(value) > max_depth:
+        raise BadInput(name, f"JSON nested over {max_depth} levels deep", code="malformed")
+    return value
+
+
+def _errors(err: ValidationError, limit: int = 3) -> str:
+    shown = [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in err.errors()[:limit]]
+    more = len(err.errors()) - limit
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+def read_manifest(out: str) -> Manifest:
+    """The dataset's manifest, whole and with every path it names inside the dataset."""
+    uri = join(resolve(out), MANIFEST)
+    raw = load_json(read_bytes(uri, limit=MAX_MANIFEST_BYTES), uri)
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as err:
+        raise BadInput(uri, f"not a manifest of this project: {_errors(err)}", code="malformed") from err
+    check_manifest_paths(out, manifest)
+    return manifest
+
+
+def check_manifest_paths(out: str, manifest: Manifest) -> None:
+    """Refuse a manifest naming any path outside the dataset (`../`, absolute, a URI)."""
+    where = join(resolve(out), MANIFEST)
+    for rel in manifest.files:
+        inside(out, rel, f"{where}: files")
+    for name, copy in manifest.index.items():
+        inside(out, name, f"{where}: index")
+        inside(out, copy, f"{where}: index[{name!r}]")
+    for st in manifest.compositions:
+        inside(out, st.shard, f"{where}: {st.composition}.shard")
+        for rel in st.images:
+            inside(out, rel, f"{where}: {st.composition}.images")
+
+
+def read_shard(out: str, stats: CompositionStats) -> list[Sample]:
+    """A composition's samples, read through its manifest entry: path inside the dataset,
+    bounded size, the recorded hash, one valid record per line with inside paths."""
+    uri = inside(out, stats.shard, f"{stats.composition}: shard")
+    data = read_bytes(uri, limit=MAX_SHARD_BYTES)
+    if sha256(data) != stats.shard_sha256:
+        raise BadInput(uri, "does not match the hash its composition recorded", code="changed")
+    samples = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        raw = load_json(line, f"{uri}: line {number}")
+        try:
+            sample = Sample.model_validate(raw)
+        except ValidationError as err:
+            raise BadInput(uri, f"line {number}: not a sample record: {_errors(err)}", code="malformed") from err
+        if sample.composition != stats.composition:
+            raise BadInput(uri, f"line {number}: sample of {sample.composition!r} in {stats.composition!r}'s shard",
+                           code="malformed")
+        for stage, rel in sample.paths.items():
+            inside(out, rel, f"{uri}: line {number}: paths.{stage}")
+        samples.append(sample)
+    return samples
