@@ -11,6 +11,7 @@ import inspect
 
 from gen4gen.infra.records import DatasetConfig
 from gen4gen.models import registry
+from gen4gen.tasks.pipeline import check_backends
 
 FAMILIES = ("plan", "segment", "repaint", "caption")
 
@@ -29,9 +30,9 @@ def check_stages(config: DatasetConfig) -> None:
     loaded): a misspelt option is a ValueError naming it. A backend that takes `**options`
     checks them itself when it loads (models/options.py).
     """
+    check_backends(config)  # every declared stage's backend, the filter's included
     for family in FAMILIES:
         stage = getattr(config.stages, family)
-        registry.check(family, stage.backend)
         decl = registry.declared(family, stage.backend)
         try:
             signature = inspect.signature(_constructor(decl))

@@ -21,7 +21,10 @@ from gen4gen.infra import artifacts, limits, runners
 from gen4gen.infra.config import load_config
 from gen4gen.infra.records import DatasetConfig, Manifest
 from gen4gen.tasks.gallery import gallery_task
-from gen4gen.tasks.pipeline import SAMPLE_STAGES, check_backends, jobs as stage_jobs, own_cutouts
+from gen4gen.flows.checks import check_stages
+from gen4gen.models import registry
+from gen4gen.tasks import ownership
+from gen4gen.tasks.pipeline import SAMPLE_STAGES, jobs as stage_jobs, own_cutouts
 from gen4gen.tasks.plan import PLAN, plan_task
 from gen4gen.tasks.publish import collect_task, publish_task
 from gen4gen.tasks.report import read_decisions
@@ -48,7 +51,9 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     """Generate and publish one dataset version from a recipe (a YAML URI or a config)."""
     cfg = load_config(config, out) if isinstance(config, str) else config
     out = out or cfg.out
-    check_backends(cfg)
+    check_stages(cfg)
+    # A deployment does not go through the CLI: the folder is checked to be ours here too.
+    ownership.claim(out, cfg, config if isinstance(config, str) else None)
     wanted = runners.task_runner(cfg.run)
     if FlowRunContext.get().task_runner != wanted:
         # A deployment starts the flow on its default runner: do the work in a subflow on
@@ -60,6 +65,7 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     ratings = read_decisions(cfg.review.decisions) if cfg.review.mode == "file" else None
     if uses_gpu(cfg.stages):
         limits.ensure(cfg.run.gpu_slots)  # this worker's GPU limit, sized from the recipe
+    registry.configure(cfg.run.gpu_memory_gb, policy=cfg.run.memory_policy)  # this worker's budget
 
     with limits.submitting(cfg.run, SEGMENT.gpu(cfg)):
         cut_lists = segment_task.with_options(**opts).map(

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DATASETS_BUCKET = "gen4gen-datasets"
-RESULTS_BUCKET = "gen4gen-results"
 POOL = "gen4gen-cpu"
 
 
@@ -80,7 +79,6 @@ class Stack:
             "PREFECT_WORKER_HEARTBEAT_SECONDS": "10",
             "AWS_ENDPOINT_URL": self.s3_url,
             "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            "GEN4GEN_RESULT_STORAGE": "remote-file-system/gen4gen-results",
         }
         # moto accepts any credentials; real ones, if set, stay as they are (never printed).
         env.setdefault("AWS_ACCESS_KEY_ID", "gen4gen-local")
@@ -102,7 +100,7 @@ class Stack:
             "ui_url": self.api_url.removesuffix("/api"),
             "s3_endpoint": self.s3_url,
             "pool": self.pool,
-            "buckets": [DATASETS_BUCKET, RESULTS_BUCKET],
+            "buckets": [DATASETS_BUCKET],
             "processes": {n: p.pid for n, p in self.procs.items()},
         }
         (self.state / "serve.json").write_text(json.dumps(info, indent=2))
@@ -117,7 +115,6 @@ class Stack:
         self._buckets()
         _wait(f"{self.api_url}/health", timeout, server, "Prefect server")
         self._prefect(["work-pool", "create", self.pool, "--type", "process", "--overwrite"])
-        self._save_block()
         self._spawn("worker", [py, "-m", "prefect", "worker", "start", "--pool", self.pool, "--type", "process", "--name", f"{self.pool}-local"])
 
     def _buckets(self) -> None:
@@ -129,20 +126,12 @@ class Stack:
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         )
         existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
-        for bucket in (DATASETS_BUCKET, RESULTS_BUCKET):
+        for bucket in (DATASETS_BUCKET,):
             if bucket not in existing:
                 s3.create_bucket(Bucket=bucket)
 
     def _prefect(self, args: list[str]) -> None:
         subprocess.run([sys.executable, "-m", "prefect", *args], env=self.env(), check=True, capture_output=True, timeout=120)
-
-    def _save_block(self) -> None:
-        code = (
-            "from infra.caching import save_results_block; "
-            f"save_results_block('s3://{RESULTS_BUCKET}/prefect-results', name='gen4gen-results')"
-        )
-        repo = str(Path(__file__).resolve().parent.parent)
-        subprocess.run([sys.executable, "-c", code], env=self.env(), cwd=repo, check=True, capture_output=True, timeout=120)
 
     def stop(self, grace: float = 15) -> None:
         """SIGINT every process group (worker first), as Ctrl-C in a terminal would: each of
@@ -187,7 +176,7 @@ def serve(state: Path, port: int, s3_port: int, pool: str = POOL, out=print) -> 
         stack.start()
         out(
             f"ready: Prefect UI {stack.api_url.removesuffix('/api')}, S3 endpoint {stack.s3_url}, "
-            f"work pool {pool!r}, buckets s3://{DATASETS_BUCKET} s3://{RESULTS_BUCKET}\n"
+            f"work pool {pool!r}, bucket s3://{DATASETS_BUCKET}\n"
             f"  in another shell:  export PREFECT_API_URL={stack.api_url} AWS_ENDPOINT_URL={stack.s3_url}\n"
             f"  (AWS credentials: any values for this local S3 server)\n"
             f"  stop: Ctrl-C here, or gen4gen serve --stop --state {state}"

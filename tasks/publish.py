@@ -23,9 +23,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.lease import lease
-from gen4gen.infra.storage import basename, exists, join, list_files, read_bytes, relative, remove, resolve, sha256, write_bytes
+from gen4gen.infra.storage import exists, join, read_bytes, remove, resolve, sha256, write_bytes
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.tasks import ownership
+from gen4gen.tasks.reader import read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
 IMAGES = "images"
@@ -99,13 +100,6 @@ def place_images(out: str, samples: list[Sample]) -> None:
         write_bytes(target, data)
 
 
-def read_shard(out: str, stats: CompositionStats) -> list[Sample]:
-    data = read_bytes(join(out, stats.shard))
-    if sha256(data) != stats.shard_sha256:
-        raise BadInput(join(out, stats.shard), "does not match the hash its composition recorded")
-    return [Sample.model_validate_json(line) for line in data.decode().splitlines() if line]
-
-
 def metadata_rows(samples: list[Sample]) -> list[dict]:
     """One imagefolder row per kept sample: file_name, text, and the columns users filter on."""
     return [
@@ -170,7 +164,11 @@ def publish_dataset(
 
 
 def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cutouts: dict[str, list[Cutout]]) -> Manifest:
+    ownership.remember_previous(out)
     samples = [s for st in stats for s in read_shard(out, st)]
+    # Noted before they are written: a run killed before its manifest leaves only files
+    # the ledger names, which a later publish may remove.
+    ownership.intend(out, [published_path(s) for s in samples if s.status == "kept"] + [st.shard for st in stats])
     place_images(out, samples)
     files: dict[str, str] = {}
     for st in stats:
@@ -187,6 +185,7 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     for name, data in entry_points.items():
         stem, ext = name.rsplit(".", 1)
         copy = f"{INDEX}/{stem}-{sha256(data)[:16]}.{ext}"
+        ownership.intend(out, [copy])
         write_bytes(join(out, copy), data)
         files[copy] = sha256(data)
         index_copies[name] = copy
@@ -229,10 +228,6 @@ def remove_unlisted(out: str, manifest: Manifest) -> None:
         if exists(uri):
             remove(uri)
     ownership.record(out, manifest)
-
-
-def read_manifest(out: str) -> Manifest:
-    return Manifest.model_validate_json(read_bytes(join(out, "manifest.json")))
 
 
 @task(name="collect", task_run_name="collect[{composition}]", cache_policy=NO_CACHE, persist_result=False)

@@ -22,9 +22,9 @@ def run(raw: dict):
 
 
 def stage_calls():
-    """Record every stage call the flow makes (stages report progress as they finish)."""
+    """Record every stage call the flow makes (stages report what they computed)."""
     calls: list[tuple[str, str]] = []
-    stop = progress.listen(lambda comp, stage, n: calls.append((comp, stage)))
+    stop = progress.listen_computed(lambda comp, stage, n: calls.append((comp, stage)))
     return calls, stop
 
 

@@ -26,7 +26,7 @@ def test_one_changed_and_one_added_composition_rerun_alone(tmp_path):
     raw["compositions"].append({"id": "mug-rocket", "concepts": ["coffee", "rocket"], "samples": 1})
     raw["run"]["workers"] = 1  # a run setting: changes no image, so no cache key
     calls: list[tuple[str, str]] = []
-    stop = progress.listen(lambda comp, stage, n: calls.append((comp, stage)))
+    stop = progress.listen_computed(lambda comp, stage, n: calls.append((comp, stage)))
     try:
         second = run_recipe(raw)
     finally:

@@ -47,7 +47,7 @@ def test_a_local_dask_cluster_of_two_workers_publishes_the_same_dataset(tmp_path
     threads = run_recipe(raw, str(tmp_path / "threads"))
     raw["run"]["runner"] = {"kind": "dask", "workers": 2}
     here: list = []  # stages report progress in their own process: none may run in this one
-    stop = progress.listen(lambda comp, stage, n: here.append((comp, stage)))
+    stop = progress.listen_computed(lambda comp, stage, n: here.append((comp, stage)))
     try:
         dask = run_recipe(raw, str(tmp_path / "dask"))
     finally:
