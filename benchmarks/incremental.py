@@ -56,7 +56,7 @@ def main() -> None:
         start = time.perf_counter()
         run_generate(config, f"{tmp}/out")
         full = time.perf_counter() - start
-        stop = progress.listen(lambda comp, stage, k: calls.append((comp, stage)))
+        stop = progress.listen_computed(lambda comp, stage, k: calls.append((comp, stage)))
         start = time.perf_counter()
         run_generate(edited, f"{tmp}/out")
         rerun = time.perf_counter() - start

@@ -30,28 +30,13 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
 def direct(config, out: str) -> int:
-    """The stages called in a plain loop: what the flow does, without Prefect."""
-    from gen4gen.tasks.caption import caption_samples
-    from gen4gen.tasks.composite import composite_samples
-    from gen4gen.tasks.filter import filter_samples
+    """The declared stages walked in a plain loop (tasks/pipeline.py: run_local): what the
+    flow does, without Prefect."""
     from gen4gen.tasks.gallery import gallery_markdown
-    from gen4gen.tasks.plan import plan_dataset
-    from gen4gen.tasks.publish import collect_composition, publish_dataset
-    from gen4gen.tasks.repaint import repaint_samples
-    from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
+    from gen4gen.tasks.pipeline import run_local
 
-    cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts}
-    planned = plan_dataset(config, cutouts)
-    stats, samples = [], []
-    for comp in config.compositions:
-        s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
-        s = repaint_samples(s, out, config.stages.repaint)
-        s = caption_samples(s, config)
-        s = filter_samples(s, out, config.stages.filter)
-        stats.append(collect_composition(s, out))
-        samples.append(s)
-    manifest = publish_dataset(config, out, stats, cutouts)
-    for s in samples:  # the flow's galleries: the same thumbnails and markdown, no artifact
+    manifest, samples, _ = run_local(config, out)
+    for s in samples.values():  # the flow's galleries: the same thumbnails and markdown, no artifact
         gallery_markdown(config, s, out)
     return manifest.planned
 

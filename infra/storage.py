@@ -60,8 +60,11 @@ MAX_READ_BYTES = int(_env_number("GEN4GEN_MAX_READ_BYTES", 512 * 2**20))  # any 
 MAX_PHOTO_BYTES = int(_env_number("GEN4GEN_MAX_PHOTO_BYTES", 64 * 2**20))  # a source photo
 READ_TIMEOUT = _env_number("GEN4GEN_READ_TIMEOUT", 60.0)  # seconds for one read request
 # URI schemes the factory reads and writes; anything else is a bad input, not a crash.
-SCHEMES = ("file", "s3", "pkgdata", *filter(None, os.environ.get("GEN4GEN_EXTRA_SCHEMES", "").split(",")))
-OUTPUT_SCHEMES = ("file", "s3")
+# GEN4GEN_EXTRA_SCHEMES: file systems a deployment registers with fsspec itself (and the
+# tests' fault-injecting one); read and written like s3.
+_EXTRA = tuple(filter(None, os.environ.get("GEN4GEN_EXTRA_SCHEMES", "").split(",")))
+SCHEMES = ("file", "s3", "pkgdata", *_EXTRA)
+OUTPUT_SCHEMES = ("file", "s3", *_EXTRA)
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 

@@ -20,6 +20,8 @@ os.environ.update(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
+        # tests/faults.py's fault-injecting file system, accepted like s3 (infra/storage.py).
+        "GEN4GEN_EXTRA_SCHEMES": "faulty",
     }
 )
 

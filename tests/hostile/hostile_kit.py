@@ -29,27 +29,11 @@ def tiny_recipe(tmp: Path, out: Path | None = None) -> dict:
 
 
 def publish_without_prefect(raw: dict):
-    """A published dataset from the stage functions called in order (no Prefect)."""
+    """A published dataset from the declared stages walked in a plain loop (no Prefect)."""
     from gen4gen.infra.records import DatasetConfig
-    from gen4gen.tasks.caption import caption_samples
-    from gen4gen.tasks.composite import composite_samples
-    from gen4gen.tasks.filter import filter_samples
-    from gen4gen.tasks.plan import plan_dataset
-    from gen4gen.tasks.publish import collect_composition, publish_dataset
-    from gen4gen.tasks.repaint import repaint_samples
-    from gen4gen.tasks.segment import cutouts_by_photo, segment_concept
+    from gen4gen.tasks.pipeline import run_local
 
-    config = DatasetConfig.model_validate(raw)
-    out = config.out
-    cutouts = {c.id: segment_concept(c, out, config.stages.segment) for c in config.concepts}
-    planned = plan_dataset(config, cutouts)
-    stats = []
-    for comp in config.compositions:
-        s = composite_samples(planned[comp.id], cutouts_by_photo(cutouts, comp.concepts), out)
-        s = repaint_samples(s, out, config.stages.repaint)
-        s = filter_samples(caption_samples(s, config), out, config.stages.filter)
-        stats.append(collect_composition(s, out))
-    return publish_dataset(config, out, stats, cutouts)
+    return run_local(DatasetConfig.model_validate(raw))[0]
 
 
 @pytest.fixture(scope="module")
