@@ -23,7 +23,7 @@ from gen4gen.infra.config import load_config
 from gen4gen.infra.records import DatasetConfig, Manifest
 from gen4gen.tasks.gallery import gallery_task
 from gen4gen.flows.checks import check_stages
-from gen4gen.models import registry
+from gen4gen.models import hf, registry
 from gen4gen.tasks import ownership
 from gen4gen.tasks.pipeline import SAMPLE_STAGES, jobs as stage_jobs, own_cutouts
 from gen4gen.tasks.plan import PLAN, plan_task
@@ -35,10 +35,16 @@ from gen4gen.tasks.stage import uses_gpu
 
 PUBLISHED_EVENT = lineage.PUBLISHED_EVENT  # emitted by lineage.announce_dataset
 
+def transient(task, task_run, state) -> bool:
+    """Retry a stage unless its error is permanent: missing weights stay missing."""
+    return not isinstance(state.result(raise_on_failure=False), hf.WeightsMissing)
+
+
 def task_options(config: DatasetConfig) -> dict:
     """Retries with backoff for transient faults. No Prefect result cache: each stage
     commits its samples' records itself and skips what is committed (tasks/stage.py)."""
     return {
+        "retry_condition_fn": transient,
         "retries": config.run.retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=config.run.retry_delay_seconds)
         if config.run.retry_delay_seconds
