@@ -49,7 +49,7 @@ def checkpoint(run: str, step: int, role: str | None = None) -> dict:
 
 def flow_run(run_id: str | None, role: str) -> list[dict]:
     """A flow run other than the emitting one (which Prefect adds itself), when known."""
-    if not run_id:
+    if not run_id or run_id in ("None", "null"):  # an event template renders a missing id so
         return []
     return [{"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.role": role}]
 
@@ -101,3 +101,11 @@ def emit(event: str, subject: dict, related: list[dict], payload: dict) -> None:
     run_id, run_name = current_run()
     emit_event(event=event, resource=subject, related=related,
                payload=payload | {"flow_run": run_id, "flow_run_name": run_name})
+
+
+def publish_links(key: str, title: str, items: list[tuple[str, str]]) -> None:
+    """A markdown artifact on the current run: where its inputs came from, what it made."""
+    from prefect.artifacts import create_markdown_artifact
+
+    text = f"## {title}\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in items)
+    create_markdown_artifact(text, key=key, description=title)
