@@ -121,21 +121,24 @@ def evaluate(
     except Exception as err:  # artifacts are a view: results.json is written, the run stands
         log.warning("evaluation artifacts not published: %s: %s", type(err).__name__, err)
     cp, ti = results.overall.cp_clip.mean, results.overall.ti_clip.mean
-    lineage.emit(
-        lineage.EVALUATED_EVENT,
-        lineage.resource("evaluation", info.run, info.step, name=f"{info.run} step {info.step} on {pset.name}"),
-        [lineage.checkpoint(info.run, info.step, role="checkpoint"), lineage.training_run(info.run),
-         lineage.resource("dataset-uri", info.dataset_version[:12], role="dataset-version", name=info.dataset),
-         *lineage.flow_run(upstream, "training-flow-run")],
-        {"results": out, "checkpoint": uri, "step": info.step, "run": info.run, "cp_clip": cp, "ti_clip": ti,
-         "images": results.overall.images, "prompt_set": pset.name},
-    )
-    lineage.publish_links(artifact_key(info.run, f"step-{info.step}", "lineage"),
-                          f"evaluation of {info.run} step {info.step}", [
-        ("checkpoint", f"`{uri}`"), ("trained by", lineage.run_link(upstream)),
-        ("dataset", f"`{info.dataset}` (version `{info.dataset_version[:12]}`)"), ("results", f"`{out}`"),
-        ("CP-CLIP / TI-CLIP", f"{cp:.3f} / {ti:.3f}"),
-    ])
+    try:  # lineage is a view too: results.json is written, the run stands
+        lineage.emit(
+            lineage.EVALUATED_EVENT,
+            lineage.resource("evaluation", info.run, info.step, name=f"{info.run} step {info.step} on {pset.name}"),
+            [lineage.checkpoint(info.run, info.step, role="checkpoint"), lineage.training_run(info.run),
+             lineage.resource("dataset-uri", info.dataset_version[:12], role="dataset-version", name=info.dataset),
+             *lineage.flow_run(upstream, "training-flow-run")],
+            {"results": out, "checkpoint": uri, "step": info.step, "run": info.run, "cp_clip": cp, "ti_clip": ti,
+             "images": results.overall.images, "prompt_set": pset.name},
+        )
+        lineage.publish_links(artifact_key(info.run, f"step-{info.step}", "lineage"),
+                              f"evaluation of {info.run} step {info.step}", [
+            ("checkpoint", f"`{uri}`"), ("trained by", lineage.run_link(upstream)),
+            ("dataset", f"`{info.dataset}` (version `{info.dataset_version[:12]}`)"), ("results", f"`{out}`"),
+            ("CP-CLIP / TI-CLIP", f"{cp:.3f} / {ti:.3f}"),
+        ])
+    except Exception as err:
+        log.warning("lineage not published: %s: %s", type(err).__name__, err)
     log.info("CP-CLIP %.3f, TI-CLIP %.3f over %d images: %s", results.overall.cp_clip.mean,
              results.overall.ti_clip.mean, results.overall.images, out)
     return out
