@@ -15,8 +15,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from datetime import datetime, timezone
+
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.events import DeploymentEventTrigger
+
+from gen4gen.infra import lineage
+from gen4gen.infra.artifacts import artifact_key
 
 from gen4gen.infra.config import shipped
 from gen4gen.infra.checkpoint import CheckpointError, normalise, read_checkpoint, siblings
@@ -43,7 +49,8 @@ CHECKPOINT_TRIGGER = DeploymentEventTrigger(
     description="Evaluate every checkpoint the train flow lands",
     expect={CHECKPOINT_EVENT},
     match={"prefect.resource.id": "gen4gen.checkpoint.*"},
-    parameters={"checkpoint": "{{ event.payload.checkpoint }}", "step": "{{ event.payload.step }}"},
+    parameters={"checkpoint": "{{ event.payload.checkpoint }}", "step": "{{ event.payload.step }}",
+                "upstream": "{{ event.payload.flow_run }}"},
 )
 
 
@@ -51,7 +58,17 @@ class EvaluationError(ValueError):
     """Inputs an evaluation cannot use (checkpoint, prompt set, step); nothing is generated."""
 
 
-@flow(name="evaluate", log_prints=True)
+def run_name() -> str:
+    """`eval-{training run}-step-{step}-{UTC timestamp}` from the checkpoint parameter."""
+    stamp = f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    try:
+        info = read_checkpoint(normalise(FlowRunContext.get().parameters["checkpoint"]))
+    except Exception:
+        return f"eval-{stamp}"
+    return f"eval-{info.run}-step-{info.step}-{stamp}"
+
+
+@flow(name="evaluate", flow_run_name=run_name, log_prints=True)
 def evaluate(
     checkpoint: str,
     prompts: str = DEFAULT_PROMPTS,
@@ -59,6 +76,7 @@ def evaluate(
     vision: dict[str, Any] | None = None,
     samples: int | None = None,
     device: str = "auto",
+    upstream: str | None = None,
 ) -> str:
     """Evaluate one checkpoint on a prompt set; returns the URI of its results.json.
 
@@ -102,6 +120,25 @@ def evaluate(
         publish_artifacts(results)
     except Exception as err:  # artifacts are a view: results.json is written, the run stands
         log.warning("evaluation artifacts not published: %s: %s", type(err).__name__, err)
+    cp, ti = results.overall.cp_clip.mean, results.overall.ti_clip.mean
+    try:  # lineage is a view too: results.json is written, the run stands
+        lineage.emit(
+            lineage.EVALUATED_EVENT,
+            lineage.resource("evaluation", info.run, info.step, name=f"{info.run} step {info.step} on {pset.name}"),
+            [lineage.checkpoint(info.run, info.step, role="checkpoint"), lineage.training_run(info.run),
+             lineage.resource("dataset-uri", info.dataset_version[:12], role="dataset-version", name=info.dataset),
+             *lineage.flow_run(upstream, "training-flow-run")],
+            {"results": out, "checkpoint": uri, "step": info.step, "run": info.run, "cp_clip": cp, "ti_clip": ti,
+             "images": results.overall.images, "prompt_set": pset.name},
+        )
+        lineage.publish_links(artifact_key(info.run, f"step-{info.step}", "lineage"),
+                              f"evaluation of {info.run} step {info.step}", [
+            ("checkpoint", f"`{uri}`"), ("trained by", lineage.run_link(upstream)),
+            ("dataset", f"`{info.dataset}` (version `{info.dataset_version[:12]}`)"), ("results", f"`{out}`"),
+            ("CP-CLIP / TI-CLIP", f"{cp:.3f} / {ti:.3f}"),
+        ])
+    except Exception as err:
+        log.warning("lineage not published: %s: %s", type(err).__name__, err)
     log.info("CP-CLIP %.3f, TI-CLIP %.3f over %d images: %s", results.overall.cp_clip.mean,
              results.overall.ti_clip.mean, results.overall.images, out)
     return out

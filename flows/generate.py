@@ -12,17 +12,18 @@ they are sent through the UI; then it waits for every composition's filter.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from prefect import flow, get_run_logger, unmapped
 from prefect.context import FlowRunContext
-from prefect.events import emit_event
 from prefect.tasks import exponential_backoff
 
-from gen4gen.infra import artifacts, limits, runners
+from gen4gen.infra import artifacts, limits, lineage, runners
 from gen4gen.infra.config import load_config
 from gen4gen.infra.records import DatasetConfig, Manifest
 from gen4gen.tasks.gallery import gallery_task
 from gen4gen.flows.checks import check_stages
-from gen4gen.models import registry
+from gen4gen.models import hf, registry
 from gen4gen.tasks import ownership
 from gen4gen.tasks.pipeline import SAMPLE_STAGES, jobs as stage_jobs, own_cutouts
 from gen4gen.tasks.plan import PLAN, plan_task
@@ -32,12 +33,18 @@ from gen4gen.tasks.review import ask_for_decisions, decisions_for, review_task, 
 from gen4gen.tasks.segment import SEGMENT, segment_task
 from gen4gen.tasks.stage import uses_gpu
 
-PUBLISHED_EVENT = "dataset.published"
+PUBLISHED_EVENT = lineage.PUBLISHED_EVENT  # emitted by lineage.announce_dataset
+
+def transient(task, task_run, state) -> bool:
+    """Retry a stage unless its error is permanent: missing weights stay missing."""
+    return not isinstance(state.result(raise_on_failure=False), hf.WeightsMissing)
+
 
 def task_options(config: DatasetConfig) -> dict:
     """Retries with backoff for transient faults. No Prefect result cache: each stage
     commits its samples' records itself and skips what is committed (tasks/stage.py)."""
     return {
+        "retry_condition_fn": transient,
         "retries": config.run.retries,
         "retry_delay_seconds": exponential_backoff(backoff_factor=config.run.retry_delay_seconds)
         if config.run.retry_delay_seconds
@@ -46,7 +53,23 @@ def task_options(config: DatasetConfig) -> dict:
     }
 
 
-@flow(name="generate", log_prints=True)
+def run_name() -> str:
+    """`{dataset}-{version}-{UTC timestamp}`, from the run's recipe parameter; a recipe that
+    cannot be read still gets a name (the run then fails with the recipe's error)."""
+    params = FlowRunContext.get().parameters
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    try:
+        config = params["config"]
+        cfg = load_config(config, params.get("out")) if isinstance(config, str) else DatasetConfig.model_validate(config)
+    except Exception:
+        return f"generate-{stamp}"
+    return f"{cfg.name}-{cfg.version}-{stamp}"
+
+
+STAGE_ORDER = ["segment", "plan", *(stage.name for stage, _ in SAMPLE_STAGES), "collect", "publish"]
+
+
+@flow(name="generate", flow_run_name=run_name, log_prints=True)
 def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     """Generate and publish one dataset version from a recipe (a YAML URI or a config)."""
     cfg = load_config(config, out) if isinstance(config, str) else config
@@ -54,11 +77,12 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     check_stages(cfg)
     # A deployment does not go through the CLI: the folder is checked to be ours here too.
     ownership.claim(out, cfg, config if isinstance(config, str) else None)
-    wanted = runners.task_runner(cfg.run)
-    if FlowRunContext.get().task_runner != wanted:
-        # A deployment starts the flow on its default runner: do the work in a subflow on
-        # the task runner the recipe asks for (run_generate picks it up front instead).
-        return generate.with_options(task_runner=wanted)(cfg, out)
+    # The recipe's task runner, for this run itself (no subflow: the started run holds it all).
+    with runners.use(cfg.run), artifacts.run_progress(cfg, STAGE_ORDER) as progress:
+        return _generate(cfg, out, progress)
+
+
+def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> Manifest:
     opts = task_options(cfg)
     refresh = not cfg.run.cache
     # Read before any work, so a missing or malformed decisions file fails the run at once.
@@ -68,13 +92,16 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     registry.configure(cfg.run.gpu_memory_gb, policy=cfg.run.memory_policy)  # this worker's budget
 
     with limits.submitting(cfg.run, SEGMENT.gpu(cfg)):
-        cut_lists = segment_task.with_options(**opts).map(
-            cfg.concepts, unmapped(out), unmapped(cfg.stages.segment), unmapped(refresh)).result()
+        segmented = segment_task.with_options(**opts).map(
+            cfg.concepts, unmapped(out), unmapped(cfg.stages.segment), unmapped(refresh))
+    progress.watch("segment", segmented)
+    cut_lists = segmented.result()
     cutouts = {c.id: cuts for c, cuts in zip(cfg.concepts, cut_lists)}
     jobs = stage_jobs(cfg, out, cutouts, refresh)
     plan = plan_task.with_options(**opts)
     with limits.submitting(cfg.run, PLAN.gpu(cfg)):
         planned = {c: plan.submit(job, own_cutouts(job, cutouts)) for c, job in jobs.items()}
+    progress.watch("plan", planned)
     current = planned
     gate: list = []  # the previous GPU stage's tasks, all compositions
     for stage, stage_task in SAMPLE_STAGES:
@@ -82,18 +109,22 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
         on_gpu = stage.gpu(cfg)
         with limits.submitting(cfg.run, on_gpu):
             current = {c: run.submit(current[c], jobs[c], wait_for=gate if on_gpu else []) for c in jobs}
+        progress.watch(stage.name, current)
         if on_gpu:
             gate = list(current.values())
     judged = current
     if cfg.review.mode == "interactive":
         ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in f.result()])
     if ratings is not None:
-        judged = {c: review_task.submit(s, decisions_for(planned[c].result(), ratings), cfg.review.min_rating)
-                  for c, s in judged.items()}
+        judged = {c: review_task.with_options(task_run_name=f"review[{c}]").submit(
+            s, decisions_for(planned[c].result(), ratings), cfg.review.min_rating) for c, s in judged.items()}
+        progress.watch("review", judged)
     stats = [collect_task.submit(s, out, c) for c, s in judged.items()]
-    manifest = publish_task.with_options(retries=opts["retries"]).submit(
-        cfg, out, artifacts.track_compositions(cfg, stats), cutouts).result()
-    artifacts.publish_table(cfg, manifest)
+    published = publish_task.with_options(retries=opts["retries"], task_run_name="publish").submit(cfg, out, progress.wait(stats), cutouts)
+    progress.watch("publish", [published])
+    manifest = published.result()
+    timed = [f for fs in progress.futures.values() for f in fs]
+    artifacts.publish_table(cfg, manifest, STAGE_ORDER, artifacts.task_seconds(timed))
     galleries = [gallery_task.submit(cfg, s, out) for s in judged.values()]
     if ratings is not None:
         reviewed = [s for f in judged.values() for s in f.result()]
@@ -103,20 +134,13 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     for g in galleries:
         g.wait()  # a gallery is a view: one that failed does not fail the published run
 
-    emit_event(
-        event=PUBLISHED_EVENT,
-        resource={"prefect.resource.id": f"gen4gen.dataset.{cfg.name}", "prefect.resource.name": cfg.name},
-        payload={
-            "uri": manifest.uri,
-            "version": manifest.version,
-            "manifest": f"{manifest.uri}/manifest.json",
-            "kept": manifest.kept,
-            "planned": manifest.planned,
-        },
-    )
+    run = FlowRunContext.get().flow_run
+    artifacts.publish_history(cfg, manifest, run.name)
+    lineage.announce_dataset(manifest, run)
+    progress.finish(manifest)
     return manifest
 
 
 def run_generate(config: DatasetConfig, out: str) -> Manifest:
-    """Run the flow on the task runner the recipe asks for (run.runner; threads by default)."""
-    return generate.with_options(task_runner=runners.task_runner(config.run))(config, out)
+    """Run the flow (it picks the recipe's task runner itself: run.runner, threads by default)."""
+    return generate(config, out)

@@ -467,6 +467,10 @@ class DatasetConfig(Record):
 
     name: SafeId
     version: SafeId = "v1"
+    license: str | None = Field(
+        default=None, max_length=64,
+        description="the dataset card's license (a Hugging Face license id, e.g. cc-by-4.0); none: 'other'",
+    )
     seed: int = Field(default=0, ge=0)
     canvas: int = Field(default=1024, ge=64, le=4096, description="square canvas side (pixels)")
     max_iou: float = Field(default=0.15, ge=0, lt=1, description="planner: largest box overlap")

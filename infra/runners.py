@@ -9,7 +9,11 @@ ray:  prefect-ray; a local Ray or the cluster at `runner.address`; GPU stages as
 
 from __future__ import annotations
 
-from prefect.task_runners import ThreadPoolTaskRunner
+import contextlib
+from typing import Iterator
+
+from prefect.context import FlowRunContext
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from gen4gen.infra.records import RunConfig
 
@@ -51,3 +55,24 @@ def task_runner(run: RunConfig):
             return RayTaskRunner(address=address)
         return RayTaskRunner(init_kwargs={"num_cpus": width})
     raise ValueError(f"run.runner.kind: unknown task runner {kind!r}")
+
+
+@contextlib.contextmanager
+def use(run: RunConfig) -> Iterator[TaskRunner]:
+    """Inside a flow: submit the tasks of this block to the recipe's task runner.
+
+    The recipe is a parameter, known only once the flow runs, and a deployment starts the
+    flow on its default runner. Re-running the flow as a subflow on the right runner left an
+    empty parent run (the one the UI links to); instead the run's context is entered again
+    with the wanted runner (Prefect's contexts support entering a copy), so every task run
+    and artifact belongs to the run that was started.
+    """
+    ctx = FlowRunContext.get()
+    if ctx is None:
+        raise RuntimeError("runners.use() is for the body of a flow")
+    wanted = task_runner(run)
+    if ctx.task_runner == wanted:  # already started on it (a caller chose it up front)
+        yield ctx.task_runner
+        return
+    with wanted as started, ctx.model_copy(update={"task_runner": started}):
+        yield started

@@ -58,20 +58,78 @@ class Source:
         return {} if self.local or self.revision is None else {"revision": self.revision}
 
 
-def source(options: dict[str, Any], key: str = "model", *, what: str) -> Source:
-    """The weights named by `options[key]`, checked early with an error naming the option.
+class WeightsMissing(FileNotFoundError):
+    """A model's weights are neither in the named folder nor in the local hub cache, and the
+    hub cannot supply them now. Permanent for the run: retrying it only waits."""
 
-    A path-looking value (absolute, ./, ~) must exist; a hub id is passed on, and when the
-    hub is offline (HF_HUB_OFFLINE=1) it must already be in the local cache, which
-    `from_pretrained` reports itself.
+
+HUB_TIMEOUT = 10.0  # seconds for the one reachability check when the weights are not cached
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _fixes(key: str, model: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    return (f"Fix it either way: (1) on a machine that reaches the hub, `hf download {model}{rev}` into this "
+            f"cache (same HF_HOME / HF_HUB_CACHE; copy the cache folder over if this machine is offline); "
+            f"or (2) set option {key!r} to a local folder holding the weights (save_pretrained layout).")
+
+
+def ensure_available(src: Source, *, what: str, key: str = "model") -> Source:
+    """Fail now, naming the model, its revision, where it was looked for and the two fixes,
+    unless its weights are there to load: a local path that exists, a hub id whose revision
+    is in the local cache, or (online only) a hub that answers for it within seconds.
+
+    Without this check a missing model meant minutes of hub retries inside from_pretrained,
+    then an error naming neither the model nor the fix.
+    """
+    if src.local:
+        return src
+    from huggingface_hub import constants, snapshot_download
+
+    revision = src.revision or "main"
+    try:
+        snapshot_download(src.path, revision=src.revision, local_files_only=True)
+        return src
+    except Exception:  # not cached (LocalEntryNotFoundError), or not a hub id at all
+        pass
+    looked = f"the local Hugging Face cache {constants.HF_HUB_CACHE}"
+    if _offline():
+        raise WeightsMissing(f"{what}: model {src.path!r} at revision {revision!r} is not in {looked}, and the hub "
+                             f"is off (HF_HUB_OFFLINE=1), so nothing can be downloaded. {_fixes(key, src.path, src.revision)}")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(src.path, revision=src.revision, timeout=HUB_TIMEOUT)
+    except Exception as err:
+        raise WeightsMissing(f"{what}: model {src.path!r} at revision {revision!r} is not in {looked}, and the hub "
+                             f"did not supply it ({type(err).__name__}: {str(err)[:200]}). "
+                             f"{_fixes(key, src.path, src.revision)}") from None
+    return src
+
+
+def source(options: dict[str, Any], key: str = "model", *, what: str, check: bool = True) -> Source:
+    """The weights named by `options[key]`, checked before anything loads (see
+    `ensure_available`), with an error naming the option.
+
+    A path-looking value (absolute, ./, ~) must exist; a hub id must be in the local cache,
+    or the hub must be reachable (and not switched off by HF_HUB_OFFLINE=1). `check=False`
+    for a caller that checks a file of the repo itself (SAM's checkpoint_file).
     """
     value = options.get(key)
     if not value or not isinstance(value, str):
         raise ValueError(f"{what}: option {key!r} must name a local folder or a Hugging Face id, got {value!r}")
     value = os.path.expanduser(value)  # '~/weights' is a path too
+    revision = options.get(f"{key}_revision", options.get("revision"))
     if value.startswith(("/", "./", "../")) and not os.path.exists(value):
-        raise FileNotFoundError(f"{what}: {key} {value!r} does not exist")
-    return Source(value, options.get(f"{key}_revision", options.get("revision")))
+        raise WeightsMissing(f"{what}: {key} {value!r} does not exist (looked for that path on this machine). "
+                             f"{_fixes(key, '<hub id>', None)}")
+    src = Source(value, revision)
+    return ensure_available(src, what=what, key=key) if check else src
 
 
 def placement(options: dict[str, Any]) -> tuple[str, Any]:

@@ -26,6 +26,7 @@ from gen4gen.infra.lease import lease
 from gen4gen.infra.storage import exists, join, read_bytes, remove, resolve, sha256, write_bytes
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.tasks import ownership
+from gen4gen.tasks.card import dataset_card
 from gen4gen.tasks.reader import read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
@@ -178,6 +179,7 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     index = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     concepts = json.dumps(concepts_list(config, {st.composition: st.kept for st in stats}), indent=2).encode()
     entry_points = {"metadata.jsonl": index, "concepts_list.json": concepts}
+    entry_points["README.md"] = dataset_card(config, stats)  # the dataset card (tasks/card.py), listed as they are
     # The manifest lists immutable, content-named copies of the index files; the copies at
     # the top (what imagefolder and the training script open) are rewritten after it. So at
     # any moment every file the current manifest lists exists with its hash.

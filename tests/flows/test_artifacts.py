@@ -31,8 +31,8 @@ def test_a_run_publishes_progress_and_a_table_per_composition(tmp_path):
 
     table = latest("ui-check-a-v2-compositions")
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert [r["composition"] for r in rows] == ["cat-mug", "cat-mug-rocket"]
-    for row, st in zip(rows, manifest.compositions):
+    assert [r["composition"] for r in rows] == ["cat-mug", "cat-mug-rocket", "total"]
+    for row, st in zip(rows[:-1], manifest.compositions):
         assert (row["planned"], row["kept"], row["dropped"], row["failed"]) == (st.planned, st.kept, st.dropped, st.failed)
         assert all(row[f"{stage} s"] >= 0 for stage in ("composite", "repaint", "caption", "filter"))
         assert {k.removeprefix("reason ") for k in row if k.startswith("reason ") and row[k]} == set(st.reasons)

@@ -20,8 +20,8 @@ SPEC = yaml.safe_load((REPO / "prefect.yaml").read_text())
 DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
 # What each event carries (CONTRACTS.md; flows/generate.py for dataset.published).
 PAYLOADS = {
-    "dataset.published": {"uri", "version", "manifest", "kept", "planned"},
-    "checkpoint.landed": {"checkpoint", "step", "run", "dataset", "dataset_version"},
+    "dataset.published": {"uri", "version", "manifest", "kept", "planned", "config_sha256", "flow_run", "flow_run_name"},
+    "checkpoint.landed": {"checkpoint", "step", "run", "dataset", "dataset_version", "flow_run", "flow_run_name"},
 }
 RESOURCES = {"dataset.published": "gen4gen.dataset.demo", "checkpoint.landed": "gen4gen.checkpoint.run1.100"}
 
@@ -54,9 +54,13 @@ def test_train_follows_the_event_generate_emits():
 
     trigger = DEPLOYMENTS["on-dataset"]["triggers"][0]
     assert trigger["expect"] == [generate.PUBLISHED_EVENT]
-    source = inspect.getsource(generate.generate)
-    assert '"prefect.resource.id": f"gen4gen.dataset.{cfg.name}"' in source
-    assert fnmatch.fnmatch("gen4gen.dataset.demo", trigger["match"]["prefect.resource.id"])
+    from gen4gen.infra import lineage
+
+    assert "lineage.announce_dataset(manifest" in inspect.getsource(generate._generate)
+    subject = lineage.resource("dataset", "demo")["prefect.resource.id"]  # announce_dataset's resource
+    assert subject == "gen4gen.dataset.demo"
+    assert fnmatch.fnmatch(subject, trigger["match"]["prefect.resource.id"])
+    assert trigger["parameters"]["upstream"] == "{{ event.payload.flow_run }}"
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
