@@ -84,14 +84,18 @@ def test_a_truncated_answer_is_repaired_in_a_second_turn(llm, monkeypatch):
 def test_hopeless_answers_fall_back_to_the_offline_planner(llm, monkeypatch, caplog):
     llm.turns["layout"] = ["out_of_range"] * 3
     p = planner(llm, monkeypatch, repairs=2)
+    from gen4gen.models.contracts import LayoutRequest
+
     with caplog.at_level(logging.DEBUG):
-        boxes = p.layout(OBJECTS, 512, "in a garden", 0.1, seed=4)
-    assert len(llm.of("layout")) == 3 and len(boxes) == 2
+        (layout,) = p.plan_batch([LayoutRequest(tuple(OBJECTS), 512, "in a garden", 0.1, 4)])
+    assert len(llm.of("layout")) == 3 and len(layout.boxes) == 2
     # The offline layout keeps the endpoint's size ranking (cat 1.0, mug 0.4).
-    assert boxes == OfflinePlanner().layout(OBJECTS, 512, "in a garden", 0.1, 4, ratios=[1.0, 0.4])
-    assert [c for c, _ in p.notes(OBJECTS, 4)] == ["layout_fallback"]
-    assert p.last[4].source == "offline" and "off the 512x512 canvas" in p.last[4].detail
-    assert KEY not in caplog.text and KEY not in p.last[4].detail
+    assert layout.boxes == OfflinePlanner().layout(OBJECTS, 512, "in a garden", 0.1, 4, ratios=[1.0, 0.4])
+    assert layout.made_by == "openai->offline"
+    assert [c for c, _ in layout.notes] == ["layout_fallback"]
+    assert "off the 512x512 canvas" in layout.notes[0][1]
+    assert KEY not in caplog.text and KEY not in layout.notes[0][1]
+    assert p.last == {}  # what happened went into the record, not a side dict
 
 
 def test_an_endpoint_that_is_down_falls_back_without_leaking_the_key(monkeypatch, caplog):

@@ -120,9 +120,10 @@ def test_limit_names_are_safe_for_the_server():
 def test_train_and_evaluate_take_no_gpu_slot_on_the_cpu():
     """Their models run in the flow's own tasks: a slot only when the device is CUDA."""
     from gen4gen.infra.limits import device_slot
+    from gen4gen.models import hf
 
-    with device_slot("cpu") as held:
+    with device_slot(hf.device("auto")) as held:  # as train and evaluate resolve it
         assert held is False
     with pytest.raises(ValueError, match="no CUDA device"):
-        with device_slot("cuda"):
+        with device_slot(hf.device("cuda")):
             pass

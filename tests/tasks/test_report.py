@@ -80,10 +80,10 @@ def test_a_missing_stage_output_shows_as_missing_not_a_crash(versions, tmp_path)
     copy = tmp_path / "copy"
     shutil.copytree(Path(versions["v1"].removeprefix("file://")), copy)
     victim = next(s for s in load_version(str(copy)).samples if s.status == "kept")
-    (copy / victim.composition / "composite" / f"{victim.id}.png").unlink()
+    (copy / victim.paths["composite"]).unlink()
     page = build_report(str(copy)).html
     row = page[page.index(f'data-id="{victim.id}"') :].split("</article>")[0]
-    assert "missing" in row and f"{victim.id}.png: not found" in row
+    assert "missing" in row and f"{victim.paths['composite']}: not found" in row
 
 
 def test_no_manifest_is_an_error_naming_it(tmp_path):

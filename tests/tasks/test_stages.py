@@ -86,15 +86,19 @@ def test_metadata_and_manifest_agree(run):
     assert read_manifest(config.out).config_sha256 == manifest.config_sha256
 
 
-def test_stale_published_files_are_removed_after_the_manifest(run):
+def test_publishing_removes_what_an_earlier_manifest_listed_and_nothing_else(run):
     config, manifest, samples, cutouts = run
-    stale = Path(config.out, "cat-mug", "images", "00099-oldrecipe.png")
-    stale.write_bytes(b"left by an earlier recipe")
-    old_shard = Path(config.out, "cat-mug", "samples-0123456789abcdef.jsonl")
-    old_shard.write_bytes(b"{}")
-    stats = [collect_composition(group, config.out) for group in samples.values()]
-    publish_dataset(config, config.out, stats, cutouts)
-    assert not stale.exists() and not old_shard.exists()
-    assert sorted(p.name for p in stale.parent.iterdir()) == sorted(
-        Path(p).name for p in manifest.files if p.startswith("cat-mug/images/")
-    )
+    foreign = Path(config.out, "cat-mug", "images", "00099-not-ours.png")
+    foreign.write_bytes(b"put here by someone else")
+    # The next version drops one sample the first one published.
+    group = [s.model_copy(deep=True) for s in samples["cat-mug"]]
+    gone = next(s for s in group if s.status == "kept")
+    gone.status = "dropped"
+    changed = {**samples, "cat-mug": group}
+    stats = [collect_composition(g, config.out) for g in changed.values()]
+    second = publish_dataset(config, config.out, stats, cutouts)
+    listed_before = {p for p in manifest.files if p.startswith("cat-mug/images/")}
+    listed_now = {p for p in second.files if p.startswith("cat-mug/images/")}
+    assert listed_before - listed_now and not Path(config.out, *next(iter(listed_before - listed_now)).split("/")).exists()
+    assert foreign.exists(), "a file no manifest of ours listed is never deleted"
+    assert sorted(p.name for p in foreign.parent.iterdir()) == sorted([foreign.name] + [Path(p).name for p in listed_now])
