@@ -94,7 +94,8 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     manifest = publish_task.with_options(retries=opts["retries"]).submit(
         cfg, out, artifacts.track_compositions(cfg, stats), cutouts).result()
     artifacts.publish_table(cfg, manifest)
-    galleries = [gallery_task.submit(cfg, s, out) for s in judged.values()]
+    # Views: a bounded gallery per composition, rebuilt only when its shard changed.
+    galleries = [gallery_task.submit(cfg, out, st, jobs[st.composition].cutouts) for st in manifest.compositions]
     if ratings is not None:
         reviewed = [s for f in judged.values() for s in f.result()]
         unknown, log = unknown_ids(reviewed, ratings), get_run_logger()

@@ -357,7 +357,13 @@ def build_review_page(
     return _page(preview, None, None, {}, size, workers, min_rating, frozenset(photos))
 
 
-THUMBS = ".thumbs"  # tasks/gallery.py writes each sample's photo thumbnails here
+THUMBS = ".thumbs"  # thumbnails the factory made (tasks/gallery.py), a view outside the manifest
+
+
+def thumb_path(sha: str, size: int = THUMB) -> str:
+    """Where the thumbnail of the image with this sha256 lives, relative to the dataset:
+    named by content, so an image is thumbnailed once whoever shows it."""
+    return f"{THUMBS}/{size}/{sha[:2]}/{sha}.jpg"
 
 
 def _photo_thumb(version: Version, uri: str, made: list[str], allowed: frozenset[str], size: int) -> Thumb:
