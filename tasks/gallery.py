@@ -105,6 +105,9 @@ def gallery_view(out: str, stats: CompositionStats, photos: dict[str, Cutout]) -
     bad, kept = _chosen(read_shard(out, stats))
     view = {
         "format": VIEW_FORMAT,
+        # Every photo of the composition's concepts, for the report (made once per photo).
+        "photos": {uri: rel for uri, cut in sorted(photos.items())
+                   if (rel := _thumbnail(out, cut.photo_sha256, uri, photo=True)[0])},
         "dropped": [_row(s, out, photos) for s in bad],
         "kept": [_row(s, out, photos) for s in kept],
     }
