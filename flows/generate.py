@@ -125,7 +125,9 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
     manifest = published.result()
     timed = [f for fs in progress.futures.values() for f in fs]
     artifacts.publish_table(cfg, manifest, STAGE_ORDER, artifacts.task_seconds(timed))
-    galleries = [gallery_task.submit(cfg, s, out) for s in judged.values()]
+    # Views: a bounded gallery per composition, rebuilt only when its shard changed.
+    galleries = [gallery_task.with_options(task_run_name=f"gallery[{st.composition}]").submit(
+        cfg, out, st, jobs[st.composition].cutouts) for st in manifest.compositions]
     if ratings is not None:
         reviewed = [s for f in judged.values() for s in f.result()]
         unknown, log = unknown_ids(reviewed, ratings), get_run_logger()

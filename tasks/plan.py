@@ -25,7 +25,7 @@ from gen4gen.models import registry
 from gen4gen.models.contracts import LayoutRequest, PlannedObject, Planner
 from gen4gen.models.planner import category_aspect
 from gen4gen.tasks.common import digest
-from gen4gen.tasks.stage import KEY_LENGTH, Job, Stage, _committed, _read_record
+from gen4gen.tasks.stage import KEY_LENGTH, STAGES_DIR, Job, Stage, _committed, _read_record
 
 STAGE = "plan"
 SCENES_PER_COMPOSITION = 3  # the paper: the LLM proposes 3 backgrounds per composition
@@ -83,7 +83,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
         scene = scenes[index % len(scenes)]
         used = {cid: (cut.photo, cut.photo_sha256, cut.mask, cut.bbox) for cid, cut in chosen.items()}
         sample_id = f"{index:05d}-{digest(base, index, seed, scene, used)[:KEY_LENGTH]}"
-        cached = _read_record(job.out, f"{comp.id}/{STAGE}/{sample_id}.json") if f"{sample_id}.json" in committed else None
+        cached = _read_record(job.out, f"{STAGES_DIR}/{comp.id}/{STAGE}/{sample_id}.json") if f"{sample_id}.json" in committed else None
         if cached is not None and cached.id == sample_id:
             # Tokens are not part of the plan: a renamed token takes effect without replanning.
             samples[index] = cached.model_copy(update={"tokens": [c.token for c in concepts]})
@@ -105,7 +105,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
                 plan=plan, stage_keys={STAGE: sample_id},
                 notes=[Reason(code=code, stage=STAGE, detail=detail) for code, detail in layout.notes],
             )
-            write_bytes(join(job.out, f"{comp.id}/{STAGE}/{sample_id}.json"), sample.model_dump_json(exclude={"seconds"}).encode())
+            write_bytes(join(job.out, f"{STAGES_DIR}/{comp.id}/{STAGE}/{sample_id}.json"), sample.model_dump_json(exclude={"seconds"}).encode())
             samples[index] = sample
         progress.computed(comp.id, STAGE, len(todo))
     progress.advance(comp.id, STAGE, comp.samples)
@@ -115,7 +115,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
 def _scenes(job: Job, kinds: list[PlannedObject], base: str, committed: set[str]) -> list[str]:
     """The planner's scenes for the composition, proposed once and committed."""
     name = f"scenes-{base[:KEY_LENGTH]}.json"
-    uri = join(job.out, job.composition.id, STAGE, name)
+    uri = join(job.out, STAGES_DIR, job.composition.id, STAGE, name)
     if name in committed:
         try:
             found = json.loads(read_bytes(uri))

@@ -2,8 +2,10 @@
 
 1. per composition (`collect`): the composition's samples-*.jsonl (every sample, kept or
    not, with its reasons) and its counts;
-2. for the dataset (`publish`, holding the dataset's lease): the kept images copied to
-   {composition}/images/, metadata.jsonl (the Hugging Face imagefolder index of the kept
+2. for the dataset (`publish`, holding the dataset's lease): the kept images placed in
+   {composition}/images/ (hard links to the stage outputs on a local disk, copies on S3),
+   Parquet shards data/shard-*.parquet (image bytes + metadata, the hub's format for large
+   image datasets), metadata.jsonl (the Hugging Face imagefolder index of the kept
    images), concepts_list.json (diffusers' Custom Diffusion format), and last the
    manifest, written atomically; then images older recipes left are removed. A reader trusts only what a manifest lists; a run killed
    anywhere before the manifest leaves the previous version readable and the rerun
@@ -12,8 +14,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import platform
+import re
+import tempfile
+import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -23,15 +30,35 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.lease import lease
-from gen4gen.infra.storage import exists, join, read_bytes, remove, resolve, sha256, write_bytes
+from gen4gen.infra.storage import (
+    exists, filesystem, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
+)
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.tasks import ownership
 from gen4gen.tasks.card import dataset_card
+from gen4gen.tasks.common import digest
+from gen4gen.tasks.stage import STAGES_DIR
 from gen4gen.tasks.reader import read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
 IMAGES = "images"
 INDEX = ".index"  # content-named copies of the index files that manifests list
+# Parquet shards go to data/, as on the hub, but not named train-*: `datasets` takes a file
+# named after a split as that split's only data, and imagefolder would then find no images.
+DATA = "data"
+PARQUET_FORMAT = "parquet/1"  # bump when the shards' columns or writer settings change
+# A few hundred MB per shard (the hub's own shards are ~500 MB), under the 512 MiB read bound.
+SHARD_BYTES = int(os.environ.get("GEN4GEN_PARQUET_SHARD_BYTES", 256 * 2**20))
+ROW_GROUP = 100  # rows per row group: datasets' default for image columns, so a reader's batch
+_SHARD = re.compile(r"data/shard-\d{5}-[0-9a-f]{16}\.parquet")
+# datasets' feature types, written into each shard's schema so `load_dataset("parquet")` decodes
+# the image column as images. `Sequence` rather than `List`: datasets 3 knows only the former.
+_STRING = {"dtype": "string", "_type": "Value"}
+_FEATURES = {
+    "image": {"_type": "Image"}, "text": _STRING, "composition": _STRING,
+    "concepts": {"feature": _STRING, "_type": "Sequence"}, "tokens": {"feature": _STRING, "_type": "Sequence"},
+    "scene": _STRING, "sample_id": _STRING,
+}
 
 
 def published_path(sample: Sample) -> str:
@@ -85,20 +112,134 @@ def composition_stats(samples: list[Sample], shard: str = "", shard_sha256: str 
 
 
 def place_images(out: str, samples: list[Sample]) -> None:
-    """Copy each kept sample's final image to {composition}/images/ unless already there.
+    """Place each kept sample's final image in {composition}/images/ unless already there.
 
     Keys are content hashes written atomically, so a present file holds the right bytes.
     """
     for sample in samples:
-        if sample.status != "kept":
-            continue
-        target = join(out, published_path(sample))
-        if exists(target):
-            continue
-        data = read_bytes(join(out, sample.paths["repaint"]))
-        if sha256(data) != sample.hashes["repaint"]:
-            raise BadInput(join(out, sample.paths["repaint"]), "changed since the repaint stage wrote it")
-        write_bytes(target, data)
+        if sample.status == "kept":
+            place_image(out, sample)
+
+
+def place_image(out: str, sample: Sample, data: bytes | None = None) -> None:
+    """One kept image: a hard link to the stage output where both lie on a local disk (no
+    second copy; stage files are replaced, never rewritten in place, so the link keeps its
+    bytes), else a copy checked against the recorded hash."""
+    target = join(out, published_path(sample))
+    if exists(target):
+        return
+    source = join(out, sample.paths["repaint"])
+    src, dst = local_path(source), local_path(target)
+    if src and dst and data is None:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{uuid.uuid4().hex}.tmp")
+        try:
+            os.link(src, tmp)
+            if _file_sha256(tmp) == sample.hashes["repaint"]:
+                os.replace(tmp, dst)  # atomic, like every other write
+                return
+        except OSError:
+            pass  # another device, or a file system without links: copy instead
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+    data = data if data is not None else read_bytes(source)
+    if sha256(data) != sample.hashes["repaint"]:
+        raise BadInput(source, "changed since the repaint stage wrote it")
+    write_bytes(target, data)
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- Parquet
+
+
+def write_parquet(out: str, samples: list[Sample]) -> dict[str, str]:
+    """The kept samples as Parquet shards `data/shard-NNNNN-{sha}.parquet` (path -> sha256).
+
+    Rows in the given order, streamed: one row group at a time in memory. Shards are named
+    by position (for order) and content (a listed shard never changes), built in the hidden
+    stage tree and moved into data/ only once whole and noted in the ownership ledger. An
+    unchanged set of rows is found by its key and not written again.
+    """
+    kept = [s for s in samples if s.status == "kept"]
+    key = digest(PARQUET_FORMAT, SHARD_BYTES, ROW_GROUP, [(r, s.hashes["repaint"]) for r, s in zip(metadata_rows(kept), kept)])
+    record = join(out, STAGES_DIR, "publish", f"parquet-{key[:16]}.json")
+    if exists(record):
+        try:
+            files = json.loads(read_bytes(record))
+            if isinstance(files, dict) and all(_SHARD.fullmatch(p) and exists(join(out, p)) for p in files):
+                return files
+        except (BadInput, ValueError):
+            pass  # unreadable: write the shards again
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())])), ("text", pa.string()),
+         ("composition", pa.string()), ("concepts", pa.list_(pa.string())), ("tokens", pa.list_(pa.string())),
+         ("scene", pa.string()), ("sample_id", pa.string())],
+        metadata={"huggingface": json.dumps({"info": {"features": _FEATURES}})},
+    )
+    files: dict[str, str] = {}
+    work = local_path(join(out, STAGES_DIR, "publish")) or tempfile.mkdtemp(prefix="gen4gen-parquet-")
+    os.makedirs(work, exist_ok=True)
+    state = {"writer": None, "tmp": "", "bytes": 0}
+    batch: list[dict] = []
+
+    def flush() -> None:
+        if batch:
+            if state["writer"] is None:
+                state["tmp"] = os.path.join(work, f".shard-{uuid.uuid4().hex}.tmp")
+                state["writer"] = pq.ParquetWriter(state["tmp"], schema, compression="snappy")
+            state["writer"].write_table(pa.Table.from_pylist(batch, schema=schema), row_group_size=ROW_GROUP)
+            batch.clear()
+
+    def close() -> None:
+        flush()
+        if state["writer"] is None:
+            return
+        state["writer"].close()
+        sha = _file_sha256(state["tmp"])
+        rel = f"{DATA}/shard-{len(files):05d}-{sha[:16]}.parquet"
+        ownership.intend(out, [rel])  # before it lands where a loader looks
+        target = join(out, rel)
+        fs, path = filesystem(target)
+        if local_path(target):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(state["tmp"], path)
+        else:
+            fs.put_file(state["tmp"], path)
+            os.remove(state["tmp"])
+        files[rel] = sha
+        state.update(writer=None, tmp="", bytes=0)
+
+    try:
+        for row, sample in zip(metadata_rows(kept), kept):
+            data = read_bytes(join(out, published_path(sample)))
+            if sha256(data) != sample.hashes["repaint"]:
+                raise BadInput(join(out, published_path(sample)), "changed since the repaint stage wrote it")
+            row = {k: v for k, v in row.items() if k != "file_name"}
+            batch.append({"image": {"bytes": data, "path": published_path(sample).rsplit("/", 1)[1]}, **row})
+            state["bytes"] += len(data)
+            if len(batch) >= ROW_GROUP:
+                flush()
+            if state["bytes"] >= SHARD_BYTES:
+                close()
+        close()
+    finally:
+        if state["writer"] is not None:
+            state["writer"].close()
+        if state["tmp"] and os.path.exists(state["tmp"]):
+            os.remove(state["tmp"])
+    write_bytes(record, json.dumps(files, sort_keys=True).encode())
+    return files
 
 
 def metadata_rows(samples: list[Sample]) -> list[dict]:
@@ -175,6 +316,8 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     for st in stats:
         files.update(st.images)
         files[st.shard] = st.shard_sha256
+    previous_shards = _listed_shards(out)
+    files.update(write_parquet(out, samples))
     rows = metadata_rows(samples)
     index = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
     concepts = json.dumps(concepts_list(config, {st.composition: st.kept for st in stats}), indent=2).encode()
@@ -213,7 +356,19 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     for name, data in entry_points.items():
         write_bytes(join(out, name), data)
     remove_unlisted(out, manifest)
+    for rel in previous_shards - set(manifest.files):
+        if exists(join(out, rel)):
+            remove(join(out, rel))  # an earlier manifest of this dataset listed it
     return manifest
+
+
+def _listed_shards(out: str) -> set[str]:
+    """The Parquet shards the current manifest lists: replaced shards are deleted after the
+    new manifest, as images are (a loader globs data/, so stale shards would add rows)."""
+    try:
+        return {p for p in read_manifest(out).files if _SHARD.fullmatch(p)}
+    except BadInput:
+        return set()
 
 
 def remove_unlisted(out: str, manifest: Manifest) -> None:

@@ -19,6 +19,7 @@ import csv
 import html
 import io
 import json
+import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,9 +29,13 @@ from pathlib import Path
 from PIL import Image
 
 from gen4gen.infra.errors import BadInput
-from gen4gen.infra.storage import decode_image, exists, join, read_bytes, read_input, resolve, sha256
+from gen4gen.infra.storage import (
+    decode_image, exists, filesystem, join, list_files, local_path, read_bytes, read_input, resolve, sha256,
+    signed_url, write_bytes,
+)
 from gen4gen.tasks.publish import composition_stats, published_path
 from gen4gen.tasks.reader import load_json, read_manifest, read_shard
+from gen4gen.tasks.stage import STAGES_DIR
 from gen4gen.infra.records import Manifest, Sample
 
 # The paper kept only images people rated 4 or 5.
@@ -40,6 +45,9 @@ JPEG_QUALITY = 70
 STAGES = ("mask", "composite", "repaint")  # shown after the source photos, in flow order
 MAX_DECISIONS_BYTES = 16 * 2**20  # a rating per sample of 100,000 samples is ~5 MB
 MAX_IMAGE_BYTES = 64 * 2**20  # a stage output or thumbnail the page shows
+PAGE_SIZE = 50  # sample rows drawn at a time: the page opens as fast at 10,000 samples as at 50
+MAX_VIEW_BYTES = 4 * 2**20  # a gallery's view record (tasks/gallery.py)
+LINK_SECONDS = 7 * 24 * 3600  # presigned thumbnail links (S3) last a week
 GENERATOR = '<meta name=generator content="gen4gen report">'  # how `report --out` knows its own pages
 
 
@@ -286,28 +294,100 @@ def thumbnail(data: bytes, name: str, size: int = THUMB, grey: bool = False) -> 
     return data_uri(thumbnail_jpeg(data, name, size, grey))
 
 
-def _thumb(uri: str, expected_sha256: str | None, size: int, grey: bool = False, source: bool = False) -> Thumb:
-    try:
-        # A recipe's own photo is a source input (bounded like one); the rest lie in the dataset.
-        data = read_input(uri) if source else read_bytes(uri, limit=MAX_IMAGE_BYTES)
-        if expected_sha256 and sha256(data) != expected_sha256:
-            return Thumb(None, f"{uri}: changed since the stage wrote it")
-        return Thumb(thumbnail(data, uri, size, grey))
-    except BadInput as err:  # a missing or broken file is shown, not fatal: it is what the page is for
-        return Thumb(None, str(err))
+class _Thumbs:
+    """Where a page's thumbnails come from, and how it refers to them.
+
+    `folder` None: inline, each a data URI (a self-contained page: the review page, small
+    reports). Else linked: a thumbnail the factory stored in the dataset (`.thumbs/`, named
+    by the image's sha256) is linked where it lies (file://, or presigned on S3); one it did
+    not make is made here once into `folder` (beside the page, never inside the dataset:
+    the report only reads a dataset) and linked relatively. Stage images are checked by a
+    listing, so a deleted one shows as missing; their bytes are hashed only when decoded.
+    """
+
+    def __init__(self, version: Version, size: int, folder: str | None, rel_folder: str = ""):
+        self.version, self.size, self.folder, self.rel_folder = version, size, folder, rel_folder
+        self.stored = {relative_to(u, version.uri) for u in list_files(join(version.uri, THUMBS, str(size)))}
+        self.present: set[str] = set()
+        for st in version.manifest.compositions:
+            for where in (join(STAGES_DIR, st.composition), st.composition):
+                self.present |= {relative_to(u, version.uri) for u in list_files(join(version.uri, where))}
+
+    def _src(self, jpeg: bytes | None, sha: str, stored: str | None) -> str:
+        if self.folder is None:
+            return data_uri(jpeg if jpeg is not None else read_bytes(join(self.version.uri, stored), limit=MAX_IMAGE_BYTES))
+        if stored is not None:
+            uri = join(self.version.uri, stored)
+            return signed_url(uri, LINK_SECONDS) or resolve(uri)
+        name = f"{sha[:2]}/{sha}.jpg"
+        target = join(self.folder, name)
+        if jpeg is not None or not exists(target):
+            write_bytes(target, jpeg)
+        return f"{self.rel_folder}/{name}"
+
+    def image(self, rel: str, sha: str | None, grey: bool = False) -> Thumb:
+        uri = join(self.version.uri, rel)
+        if rel not in self.present:
+            return Thumb(None, f"{uri}: not found")
+        stored = thumb_path(sha, self.size) if sha and thumb_path(sha, self.size) in self.stored else None
+        made = sha and self.folder is not None and exists(join(self.folder, f"{sha[:2]}/{sha}.jpg"))
+        try:
+            if stored or made:
+                return Thumb(self._src(None, sha, stored))
+            data = read_bytes(uri, limit=MAX_IMAGE_BYTES)
+            if sha and sha256(data) != sha:
+                return Thumb(None, f"{uri}: changed since the stage wrote it")
+            return Thumb(self._src(thumbnail_jpeg(data, uri, self.size, grey), sha or sha256(data), None))
+        except BadInput as err:  # a missing or broken file is shown, not fatal: it is what the page is for
+            return Thumb(None, str(err))
+
+    def photo(self, uri: str, stored: str | None, allowed: frozenset[str]) -> Thumb:
+        """A source photo: from a thumbnail the factory stored (named in a gallery view), or
+        from the photo itself only when it is one of the recipe's (`allowed`). Never from
+        what a record names: a record may say file:///home/someone/private.png."""
+        try:
+            if stored is not None and stored in self.stored:
+                return Thumb(self._src(None, stored.rsplit("/", 1)[1][:-4], stored))
+            if uri in allowed:
+                data = read_input(uri)
+                return Thumb(self._src(thumbnail_jpeg(data, uri, self.size), sha256(data), None))
+        except BadInput as err:
+            return Thumb(None, str(err))
+        return Thumb(None, "no thumbnail made by the factory", skipped=True)
 
 
-def _sample_thumbs(version: Version, sample: Sample, size: int) -> dict[str, Thumb]:
-    thumbs = {}
+def relative_to(uri: str, base: str) -> str:
+    return resolve(uri)[len(resolve(base).rstrip("/")) + 1:]
+
+
+def _sample_thumbs(thumbs: _Thumbs, sample: Sample) -> dict[str, Thumb]:
+    out = {}
     for stage in STAGES:
         if stage not in sample.hashes:
-            thumbs[stage] = Thumb(None, f"no {stage} output: the sample stopped before this stage", skipped=True)
+            out[stage] = Thumb(None, f"no {stage} output: the sample stopped before this stage", skipped=True)
             continue
         # A kept sample's final image is read from its published copy, which the manifest lists.
-        published = version.published and stage == "repaint" and sample.status == "kept"
+        published = thumbs.version.published and stage == "repaint" and sample.status == "kept"
         rel = published_path(sample) if published else sample.paths[stage]
-        thumbs[stage] = _thumb(join(version.uri, rel), sample.hashes[stage], size, grey=stage == "mask")
-    return thumbs
+        out[stage] = thumbs.image(rel, sample.hashes[stage], grey=stage == "mask")
+    return out
+
+
+def _stored_photos(version: Version) -> dict[str, str]:
+    """Photo URI -> its stored thumbnail, from the galleries' views (tasks/gallery.py) of
+    this version's compositions; paths checked to lie under `.thumbs/`."""
+    found: dict[str, str] = {}
+    for st in version.manifest.compositions:
+        uri = join(version.uri, THUMBS, st.composition, f"gallery-{st.shard_sha256[:16]}.json")
+        try:
+            view = load_json(read_bytes(uri, limit=MAX_VIEW_BYTES), uri) if exists(uri) else {}
+        except BadInput:
+            continue
+        photos = view.get("photos") if isinstance(view, dict) else None
+        for photo, rel in (photos or {}).items():
+            if isinstance(rel, str) and rel.startswith(f"{THUMBS}/") and ".." not in rel.split("/"):
+                found.setdefault(photo, rel)
+    return found
 
 
 # --------------------------------------------------------------------------- page
@@ -319,6 +399,7 @@ class Report:
     agreement: Agreement | None
     changes: Changes | None
     samples: int
+    bytes: int = 0
 
 
 def build_report(
@@ -327,13 +408,57 @@ def build_report(
     ratings: dict[str, int] | None = None,
     size: int = THUMB,
     workers: int = 4,
+    page_size: int = PAGE_SIZE,
 ) -> Report:
-    """Read a version (and optionally an earlier one) and render the report page."""
+    """Read a version (and optionally an earlier one) and render a self-contained page
+    (thumbnails inline). For large versions use `write_report`, which links them."""
     version = load_version(dataset_uri)
     changes = compare_versions(version, load_version(compare_uri)) if compare_uri else None
     agreement = filter_agreement(version.samples, ratings) if ratings is not None else None
-    page = _page(version, changes, agreement, ratings or {}, size, workers, HUMAN_KEEP_RATING)
-    return Report(html=page, agreement=agreement, changes=changes, samples=len(version.samples))
+    thumbs = _Thumbs(version, size, None)
+    page = "".join(_page(version, thumbs, changes, agreement, ratings or {}, workers, HUMAN_KEEP_RATING, page_size))
+    return Report(html=page, agreement=agreement, changes=changes, samples=len(version.samples), bytes=len(page.encode()))
+
+
+def write_report(
+    dataset_uri: str,
+    page_uri: str,
+    compare_uri: str | None = None,
+    ratings: dict[str, int] | None = None,
+    size: int = THUMB,
+    workers: int = 4,
+    page_size: int = PAGE_SIZE,
+) -> Report:
+    """Write the report page to `page_uri`, streamed (never the whole page in memory),
+    thumbnails linked: those the factory stored in the dataset where they lie, the rest
+    made once into `{page stem}_files/` beside the page. The page shows `page_size` rows
+    at a time; filters, ratings and the agreement panel work over all rows."""
+    version = load_version(dataset_uri)
+    changes = compare_versions(version, load_version(compare_uri)) if compare_uri else None
+    agreement = filter_agreement(version.samples, ratings) if ratings is not None else None
+    page_uri = resolve(page_uri)
+    stem = page_uri.rsplit("/", 1)[1].rsplit(".", 1)[0] + "_files"
+    thumbs = _Thumbs(version, size, join(page_uri.rsplit("/", 1)[0], stem), stem)
+    chunks = _page(version, thumbs, changes, agreement, ratings or {}, workers, HUMAN_KEEP_RATING, page_size)
+    fs, path = filesystem(page_uri)
+    local = local_path(page_uri)
+    written = 0
+    if local:
+        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+        tmp = f"{local}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                for chunk in chunks:
+                    written += f.write(chunk.encode())
+            os.replace(tmp, local)  # a reader never sees half a page
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    else:
+        with fs.open(path, "wb") as f:  # S3: one multipart upload, atomic on completion
+            for chunk in chunks:
+                written += f.write(chunk.encode())
+    return Report(html="", agreement=agreement, changes=changes, samples=len(version.samples), bytes=written)
 
 
 def build_review_page(
@@ -354,39 +479,43 @@ def build_review_page(
         **{k: sum(s.status == k for s in samples) for k in ("kept", "dropped", "failed")},
     )
     preview = Version(uri=resolve(uri), manifest=manifest, samples=samples, published=False)
-    return _page(preview, None, None, {}, size, workers, min_rating, frozenset(photos))
+    thumbs = _Thumbs(preview, size, None)
+    return "".join(_page(preview, thumbs, None, None, {}, workers, min_rating, PAGE_SIZE, frozenset(photos)))
 
 
-THUMBS = ".thumbs"  # tasks/gallery.py writes each sample's photo thumbnails here
+THUMBS = ".thumbs"  # thumbnails the factory made (tasks/gallery.py), a view outside the manifest
 
 
-def _photo_thumb(version: Version, uri: str, made: list[str], allowed: frozenset[str], size: int) -> Thumb:
-    """A source photo's thumbnail, from one the factory made inside the dataset
-    (`.thumbs/`, at a path built from validated ids), or from the photo itself only when
-    it is one of the recipe's (`allowed`). Never from what a record names: a record may
-    say file:///home/someone/private.png."""
-    for rel in made:
-        thumb_uri = join(version.uri, rel)
-        if exists(thumb_uri):
-            return _thumb(thumb_uri, None, size)
-    if uri in allowed:
-        return _thumb(uri, None, size, source=True)
-    return Thumb(None, "no thumbnail made by the factory", skipped=True)
+def thumb_path(sha: str, size: int = THUMB) -> str:
+    """Where the thumbnail of the image with this sha256 lives, relative to the dataset:
+    named by content, so an image is thumbnailed once whoever shows it."""
+    return f"{THUMBS}/{size}/{sha[:2]}/{sha}.jpg"
 
 
-def _page(version, changes, agreement, ratings, size, workers, min_rating, allowed=frozenset()) -> str:
-    made: dict[str, list[str]] = {}
-    for s in version.samples:
-        for cid, uri in s.plan.photos.items():
-            if cid in s.concepts:  # ids are validated path segments
-                made.setdefault(uri, []).append(f"{THUMBS}/{s.composition}/{s.id}/photo-{cid}.jpg")
-    photos = sorted(made)
-    # Decoding 1024 px PNGs dominates; PIL releases the GIL while decoding, and S3 reads wait.
+def _page(version, thumbs, changes, agreement, ratings, workers, min_rating, page_size, allowed=frozenset()):
+    """The page as a sequence of strings: the summary, then one data row per sample."""
+    stored = _stored_photos(version)
+    photos = sorted({u for s in version.samples for cid, u in s.plan.photos.items() if cid in s.concepts})
+    m = version.manifest
+    comps = [st.composition for st in m.compositions]
+    samples = sorted(version.samples, key=lambda s: (comps.index(s.composition), s.plan.index))  # recipe order
+    # Decoding PNGs dominates; PIL releases the GIL while decoding, and S3 reads wait.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        photo_thumbs = dict(zip(photos, pool.map(lambda u: _photo_thumb(version, u, made[u][:3], allowed, size), photos)))
-        sample_thumbs = list(pool.map(lambda s: _sample_thumbs(version, s, size), version.samples))
-    thumbs = dict(zip((s.id for s in version.samples), sample_thumbs))
-    return _render(version, thumbs, photo_thumbs, changes, agreement, ratings, min_rating)
+        photo_thumbs = dict(zip(photos, pool.map(lambda u: thumbs.photo(u, stored.get(u), allowed), photos)))
+        yield _render_head(version, samples, photo_thumbs, changes, agreement, ratings, min_rating, page_size)
+        added = {s.id for s in changes.added} if changes else set()
+        photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
+        yield "<script>const ROWS = [\n"
+        # In order, a bounded window ahead: memory stays flat in the number of samples.
+        window, pending = workers * 8, []
+        for s in samples:
+            pending.append((s, pool.submit(_sample_thumbs, thumbs, s)))
+            if len(pending) > window:
+                yield _row_json(pending.pop(0), photo_thumbs, photo_class, comps, added)
+        for item in pending:
+            yield _row_json(item, photo_thumbs, photo_class, comps, added)
+    yield "];</script>"
+    yield f"<script>{_JS}</script></body></html>"
 
 
 def _e(value) -> str:
@@ -399,7 +528,7 @@ def _img(thumb: Thumb, label: str, cls: str = "") -> str:
     if thumb.src is None:
         state = "missing" if thumb.note.endswith("not found") else "unreadable"
         return f'<div class="thumb missing {cls}" title="{_e(thumb.note)}"><span>{_e(label)}<br>{state}</span></div>'
-    return f'<img class="thumb {cls}" src="{thumb.src}" alt="{_e(label)}" loading="lazy">'
+    return f'<img class="thumb {cls}" src="{_e(thumb.src)}" alt="{_e(label)}" loading="lazy">'
 
 
 def _stat(label: str, value, cls: str = "") -> str:
@@ -410,15 +539,32 @@ def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.0f}%" if d else "-"
 
 
-def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings, min_rating=HUMAN_KEEP_RATING) -> str:
+def _row_json(item, photo_thumbs, photo_class, comps, added) -> str:
+    sample, fut = item
+    row = _row(sample, fut.result(), photo_thumbs, photo_class, comps, sample.id in added)
+    return json.dumps(row, separators=(",", ":")).replace("<", "\\u003c") + ",\n"
+
+
+def _cell(thumb: Thumb) -> list:
+    """A thumbnail as the page's script draws it: [src or null, note, skipped]."""
+    return [thumb.src, thumb.note, 1 if thumb.skipped else 0]
+
+
+def _row(s: Sample, thumbs: dict[str, Thumb], photo_thumbs, photo_class, comps, new: bool) -> list:
+    """One sample as a compact array (tasks/report.js: draw): a few hundred bytes linked."""
+    pics = [[cid, photo_class[u] if photo_thumbs[u].src else None, f"{cid}: {u}", _cell(photo_thumbs[u])]
+            for cid in s.concepts if (u := s.plan.photos.get(cid))]
+    return [s.id, comps.index(s.composition), s.status, 1 if new else 0, s.plan.scene, s.caption,
+            [[r.code, r.stage, r.detail] for r in s.reasons], pics, [_cell(thumbs[k]) for k in STAGES]]
+
+
+def _render_head(version, samples, photo_thumbs, changes, agreement, ratings, min_rating, page_size) -> str:
     m = version.manifest
     comps = [st.composition for st in m.compositions]
-    samples = sorted(version.samples, key=lambda s: (comps.index(s.composition), s.plan.index))  # recipe order
-    photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
     added = {s.id for s in changes.added} if changes else set()
+    photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
     parts: list[str] = []
     add = parts.append
-
     add(f"<header><h1>{_e(m.dataset)} <span class=ver>{_e(m.version)}</span></h1>"
         f"<div class=sub>{_e(m.uri)} &middot; {'published' if version.published else 'awaiting review since'} "
         f"{_e(m.created.strftime('%Y-%m-%d %H:%M UTC'))}"
@@ -494,56 +640,28 @@ def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings, m
         add(_render_changes(changes))
     add(_render_agreement(agreement, min_rating))
 
-    # Samples: one row each, filterable.
+    # Samples: drawn by the page's script from ROWS, one page at a time, filterable.
     comp_buttons = "".join(f'<button data-filter=composition data-value="{_e(c)}">{_e(c)}</button>' for c in comps)
     verdicts = [v for v in ("kept", "dropped", "failed") if any(s.status == v for s in samples)]
     verdict_buttons = "".join(f'<button data-filter=verdict data-value="{v}">{v}</button>' for v in verdicts)
     if added:
         verdict_buttons += '<button data-filter=verdict data-value="new">new</button>'
-    srows = []
-    for s in samples:
-        thumbs = sample_thumbs[s.id]
-        pics = "".join(
-            f'<div class="thumb photo {photo_class[u]}" title="{_e(cid)}: {_e(u)}"></div>' if photo_thumbs[u].src
-            else _img(photo_thumbs[u], cid, "photo")
-            for cid in s.concepts if (u := s.plan.photos.get(cid))
-        )
-        reasons_html = "".join(
-            f"<li><b>{_e(r.code)}</b> <span class=small>({_e(r.stage)})</span> {_e(r.detail)}</li>" for r in s.reasons
-        )
-        rating = ratings.get(s.id)
-        rate = "".join(
-            f'<label><input type=radio name="r-{_e(s.id)}" value={i}{" checked" if rating == i else ""}><span>{i}</span></label>'
-            for i in range(1, 6)
-        )
-        new = " new" if s.id in added else ""
-        srows.append(
-            f'<article class="sample {s.status}{new}" data-id="{_e(s.id)}" data-composition="{_e(s.composition)}" data-verdict="{s.status}">'
-            f'<div class=meta><span class="badge {s.status}">{s.status}</span>{NEW_BADGE if new else ""}'
-            f'<div class=sid>{_e(s.id)}</div><div class=small>{_e(s.composition)} &middot; {_e(s.plan.scene)}</div>'
-            f'<div class=rate title="your rating ({min_rating} or more keeps)">{rate}</div></div>'
-            f'<figure class=stage><div class=pics>{pics}</div><figcaption>photos</figcaption></figure><span class=arrow>&rarr;</span>'
-            f'<figure class=stage>{_img(thumbs["mask"], "mask")}<figcaption>mask</figcaption></figure><span class=arrow>&rarr;</span>'
-            f'<figure class=stage>{_img(thumbs["composite"], "composite")}<figcaption>composite</figcaption></figure><span class=arrow>&rarr;</span>'
-            f'<figure class=stage>{_img(thumbs["repaint"], "final")}<figcaption>final</figcaption></figure>'
-            f'<div class=text><p class=caption>{_e(s.caption or "(no caption)")}</p>'
-            + (f"<ul class=why>{reasons_html}</ul>" if reasons_html else "")
-            + "</div></article>"
-        )
     add(
         "<section><h2>Samples</h2><div class=filters>"
         f'<div class=group><span>composition</span><button data-filter=composition data-value="" aria-pressed=true>all</button>{comp_buttons}</div>'
         f'<div class=group><span>verdict</span><button data-filter=verdict data-value="" aria-pressed=true>all</button>{verdict_buttons}</div>'
         f'<div class=group><span id=shown></span><button id=export>export decisions</button><a id=download hidden></a></div>'
-        "</div>" + "".join(srows) + "</section>"
+        '<div class="group pager"><button id=prev>&larr; previous</button><span id=page></span><button id=next>next &rarr;</button></div>'
+        "</div><div id=rows></div></section>"
     )
-
     photo_css = "".join(f".{photo_class[u]}{{background-image:url({t.src})}}" for u, t in photo_thumbs.items() if t.src)
     page_data = {
         "dataset": m.dataset,
         "version": m.version,
         "minRating": min_rating,
         "ratings": ratings,
+        "pageSize": page_size,
+        "compositions": comps,
     }
     # '<' escaped so no string in the data can close the script element.
     data_json = json.dumps(page_data).replace("<", "\\u003c")
@@ -552,7 +670,7 @@ def _render(version, sample_thumbs, photo_thumbs, changes, agreement, ratings, m
         f"<!doctype html><html lang=en><head><meta charset=utf-8>{GENERATOR}<title>{_e(title)}</title>"
         f'<meta name=viewport content="width=device-width, initial-scale=1">'
         f"<style>{_CSS}{photo_css}</style></head><body>{''.join(parts)}"
-        f"<script>const REPORT = {data_json};\n{_JS}</script></body></html>"
+        f"<script>const REPORT = {data_json};</script>"
     )
 
 

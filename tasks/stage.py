@@ -42,6 +42,9 @@ from gen4gen.tasks.common import digest
 # writes images: the encoder lives in the foundation, outside any stage's code version, so a
 # change there that alters bytes must bump this.
 IMAGE_FORMAT = "png/1"
+# Stage outputs live in a hidden folder: loaders (datasets' imagefolder, training scripts) skip
+# dot-folders, so they see only the published tree.
+STAGES_DIR = ".stages"
 KEY_LENGTH = 12  # hex digits of a key in a file name: 48 bits, no collision at any real size
 # What a sample-stage's record may change on the sample; the rest (id, plan, tokens, keys)
 # is the input's, so a token renamed since the record was written is never brought back.
@@ -107,7 +110,7 @@ class Stage:
     def path(self, sample: Sample, ext: str = "png", output: str | None = None) -> str:
         """Where this stage's output `output` (default: the stage's name) of a sample goes,
         relative to the dataset URI, named by the sample and its key at this stage."""
-        return f"{sample.composition}/{output or self.name}/{sample.id}-{sample.stage_keys[self.name]}.{ext}"
+        return f"{STAGES_DIR}/{sample.composition}/{output or self.name}/{sample.id}-{sample.stage_keys[self.name]}.{ext}"
 
 
 @lru_cache(maxsize=None)
@@ -174,7 +177,7 @@ def _committed(out: str, composition: str, stage: str) -> set[str]:
     """Names of the records in a composition's stage folder: one listing instead of a
     request per sample (on S3, a LIST of up to 1000 keys per call)."""
     try:
-        return {uri.rsplit("/", 1)[1] for uri in list_files(join(out, composition, stage)) if uri.endswith(".json")}
+        return {uri.rsplit("/", 1)[1] for uri in list_files(join(out, STAGES_DIR, composition, stage)) if uri.endswith(".json")}
     except (BadInput, FileNotFoundError):
         return set()
 

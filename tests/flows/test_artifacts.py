@@ -43,22 +43,55 @@ def test_artifact_keys_are_valid_for_any_safe_id():
     assert artifact_key("My_Data.set", "v1.2", "progress") == "my-data-set-v1-2-progress"
 
 
-def test_a_gallery_per_composition_shows_every_stage_of_every_sample(tmp_path):
+def test_a_gallery_per_composition_links_stored_thumbnails_and_is_not_rebuilt(tmp_path):
     from gen4gen.tasks.publish import read_shard
+    from gen4gen.tasks.report import thumb_path
 
     raw = small_recipe(tmp_path, samples=2, canvas=160) | {"name": "gallery", "version": "v1"}
     manifest = run_recipe(raw)
+    out = tmp_path / "out"
     for st in manifest.compositions:
         text = latest(f"gallery-v1-{st.composition}-gallery").data
+        assert "data:image" not in text  # linked, never inlined
+        assert f"gen4gen report {manifest.uri}" in text and f"{st.kept} kept" in text
         samples = read_shard(manifest.uri, st)
         rows = [line for line in text.splitlines() if line.startswith("| `")]
-        assert len(rows) == st.planned
-        for sample, row in zip(samples, rows):
-            assert sample.id in row and sample.status in row
-            assert row.count("](data:image/jpeg;base64,") == len(sample.plan.photos) + 3  # photos, mask, composite, final
+        assert len(rows) == st.planned  # under the caps every sample is shown
+        for sample in samples:
+            row = next(r for r in rows if sample.id in r)
+            assert sample.status in row
+            for stage in ("mask", "composite", "repaint"):
+                thumb = out / thumb_path(sample.hashes[stage])
+                assert thumb.is_file() and f"({thumb.as_uri()})" in row
             for token in sample.tokens:
                 assert token.replace("<", "&lt;").replace(">", "&gt;") in row
-            thumbs = tmp_path / "out" / ".thumbs" / st.composition / sample.id
-            assert sorted(p.name for p in thumbs.iterdir()) == sorted(
-                [f"photo-{c}.jpg" for c in sample.plan.photos] + ["mask.jpg", "composite.jpg", "final.jpg"]
-            )
+    # One thumbnail per source photo, shared by every sample and composition using it.
+    shown = {s.hashes[k] for st in manifest.compositions for s in read_shard(manifest.uri, st) for k in ("mask", "composite", "repaint")}
+    made = {p.stem for p in (out / ".thumbs").rglob("*.jpg")}
+    assert len(made - shown) == 3  # chelsea, coffee, rocket
+    views = sorted((out / ".thumbs").glob("*/gallery-*.json"))
+    assert len(views) == 2
+    before = {p: p.stat().st_mtime_ns for p in (out / ".thumbs").rglob("*") if p.is_file()}
+
+    run_recipe(raw)  # unchanged: galleries come from their views, no thumbnail is made again
+    assert {p: p.stat().st_mtime_ns for p in (out / ".thumbs").rglob("*") if p.is_file()} == before
+    assert "data:image" not in latest("gallery-v1-cat-mug-gallery").data
+
+
+def test_a_gallery_stays_small_at_any_composition_size(tmp_path):
+    """Rows are capped: a 40-sample composition's artifact holds 8 kept rows and counts."""
+    from gen4gen.infra.records import DatasetConfig
+    from gen4gen.tasks.gallery import KEPT_ROWS, gallery_markdown, gallery_view
+    from gen4gen.tasks.pipeline import run_local
+
+    raw = small_recipe(tmp_path, samples=1, canvas=96)
+    raw["compositions"] = [{"id": "cat-mug", "concepts": ["chelsea", "coffee"], "samples": 40}]
+    config = DatasetConfig.model_validate(raw)
+    manifest, samples, cutouts = run_local(config)
+    st = manifest.compositions[0]
+    view = gallery_view(config.out, st, {c.photo: c for cuts in cutouts.values() for c in cuts})
+    text = gallery_markdown(config, config.out, st, view)
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(view["kept"]) == min(KEPT_ROWS, st.kept) and len(rows) == len(view["kept"]) + len(view["dropped"])
+    assert st.kept > KEPT_ROWS and f"{st.kept} kept" in text
+    assert len(text.encode()) < 20_000  # whatever the composition's size: far under 1.5 MB

@@ -35,7 +35,7 @@ def test_generate_on_s3_commits_every_sample_beside_the_dataset_and_a_rerun_comp
     assert image.startswith(b"\x89PNG")
     stored = keys(s3, "factory")
     # Each stage's per-sample records live with the dataset; no Prefect pickles anywhere.
-    assert [k for k in stored if k.startswith("datasets/small/cat-mug/repaint/") and k.endswith(".json")]
+    assert [k for k in stored if k.startswith("datasets/small/.stages/cat-mug/repaint/") and k.endswith(".json")]
     assert not [k for k in stored if "prefect-results" in k]
 
     calls: list = []

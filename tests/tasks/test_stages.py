@@ -47,8 +47,8 @@ def test_objects_stay_exactly_as_composited(run):
 def test_keys_follow_the_contract_and_are_deterministic(run, tmp_path):
     config, manifest, samples, _ = run
     s = samples["cat-mug"][0]
-    assert s.paths["composite"] == f"cat-mug/composite/{s.id}-{s.stage_keys['composite']}.png"
-    assert s.paths["repaint"] == f"cat-mug/repaint/{s.id}-{s.stage_keys['repaint']}.png"
+    assert s.paths["composite"] == f".stages/cat-mug/composite/{s.id}-{s.stage_keys['composite']}.png"
+    assert s.paths["repaint"] == f".stages/cat-mug/repaint/{s.id}-{s.stage_keys['repaint']}.png"
     again = DatasetConfig.model_validate(small_recipe(tmp_path, samples=2))
     replanned = plan_dataset(again, {c.id: segment_concept(c, again.out, again.stages.segment) for c in again.concepts},
                              again.out)

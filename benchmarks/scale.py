@@ -1,0 +1,167 @@
+"""How the factory's cost grows with the sample count (issue 13): one `gen4gen generate` per
+size, in a fresh process each, on the offline backends, then the report and `datasets`.
+
+    .venv/bin/python benchmarks/scale.py                 # 40, 400 and 4,000 samples
+    .venv/bin/python benchmarks/scale.py --sizes 40 400 --canvas 128
+
+Recipes have distinct photos derived offline (crops, flips and colour turns of the
+scikit-image sample photos), 2 to 3 concepts per composition, 25 to 100 samples per
+composition. Per size it prints: wall of the run (and of a cached rerun), seconds per
+sample, the run's peak RSS (the CLI process tree, Prefect's temporary server included),
+bookkeeping share (1 - stage task-seconds / (workers x wall): everything but the stages),
+the number of "Refusing to publish event" warnings, `gen4gen`'s report build time and
+size (write_report), and `datasets` load ms per row for imagefolder and the Parquet shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image, ImageOps
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+BASES = [("chelsea.png", "cat"), ("coffee.png", "mug"), ("astronaut.png", "person"), ("rocket.jpg", "rocket"),
+         ("motorcycle_left.png", "motorcycle"), ("cat.png", "cat"), ("hubble_deep_field.jpg", "lamp")]
+
+
+def photos(folder: Path, n: int) -> list[tuple[str, str]]:
+    """n distinct photos (path, category): each a crop, flip and hue turn of a sample photo."""
+    import skimage.data
+
+    root = Path(skimage.data.__file__).parent
+    bases = [(Image.open(root / name).convert("RGB"), cat) for name, cat in BASES if (root / name).exists()]
+    out = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img, cat = bases[i % len(bases)]
+        w, h = img.size
+        dx, dy = (int(rng.integers(0, max(1, w // 8))), int(rng.integers(0, max(1, h // 8))))
+        im = img.crop((dx, dy, w - (i % 5) * w // 40, h - dy // 2))
+        if (i // len(bases)) % 2:
+            im = ImageOps.mirror(im)
+        hsv = np.array(im.convert("HSV"))
+        hsv[..., 0] = (hsv[..., 0].astype(int) + 37 * (i // len(bases))) % 256
+        im = Image.fromarray(hsv, "HSV").convert("RGB")
+        im.thumbnail((384, 384))
+        path = folder / f"photo-{i:04d}.png"
+        im.save(path)
+        out.append((str(path), cat))
+    return out
+
+
+def recipe(folder: Path, samples: int, canvas: int, workers: int) -> dict:
+    per = 10 if samples <= 40 else 25 if samples <= 400 else 100
+    comps = max(1, samples // per)
+    n_concepts = min(150, max(4, comps + 2))
+    pics = photos(folder, n_concepts)
+    concepts = [{"id": f"c{i:03d}", "category": cat, "token": f"<c{i:03d}>", "photos": [p]}
+                for i, (p, cat) in enumerate(pics)]
+    compositions = []
+    for j in range(comps):
+        k = 2 + j % 2
+        ids = sorted({concepts[(j + m * 7) % n_concepts]["id"] for m in range(k)})
+        compositions.append({"id": f"comp-{j:03d}", "concepts": ids, "samples": per})
+    return {
+        "name": "scale", "version": "v1", "seed": 0, "canvas": canvas, "max_iou": 0.05,
+        "concepts": concepts, "compositions": compositions,
+        "stages": {"plan": {"backend": "offline"}, "segment": {"backend": "offline"},
+                   "repaint": {"backend": "offline"}, "caption": {"backend": "template"}},
+        "run": {"out": str(folder / "out"), "workers": workers, "retries": 0, "cache": True},
+    }
+
+
+def generate(path: Path) -> tuple[float, float, int, str]:
+    """(wall s, peak RSS GB of the process tree, refused events, output) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "gen4gen.flows.cli", "generate", str(path)], cwd=REPO,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    text = proc.stdout + proc.stderr
+    if proc.returncode:
+        raise SystemExit(f"generate failed ({proc.returncode}):\n{text[-3000:]}")
+    rss = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 2**20
+    return wall, rss, len(re.findall("Refusing to publish event", text)), text
+
+
+def load_ms_per_row(builder: str, out: Path, cache: Path) -> tuple[float, int]:
+    """`datasets.load_dataset` from a fresh cache: ms per row, rows."""
+    code = (
+        "import datasets,time,sys;t=time.perf_counter();"
+        f"ds=datasets.load_dataset({builder!r},data_dir={str(out if builder == 'imagefolder' else out / 'data')!r},"
+        f"cache_dir={str(cache)!r})['train'];n=len(ds);print(n,time.perf_counter()-t)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    rows, secs = proc.stdout.split()[-2:]
+    return 1000 * float(secs) / max(1, int(rows)), int(rows)
+
+
+def measure(samples: int, canvas: int, workers: int, root: Path) -> dict:
+    from gen4gen.tasks.report import write_report
+
+    folder = root / f"n{samples}"
+    folder.mkdir(parents=True)
+    raw = recipe(folder, samples, canvas, workers)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    wall, rss, refused, _ = generate(path)
+    rerun, _, refused_again, _ = generate(path)
+    out = folder / "out"
+    manifest = json.loads((out / "manifest.json").read_text())
+    stage_s = sum(sum(st["seconds"].values()) for st in manifest["compositions"])
+    start = time.perf_counter()
+    report = write_report(str(out), str(folder / "report" / "report.html"))
+    report_s = time.perf_counter() - start
+    img_ms, img_rows = load_ms_per_row("imagefolder", out, folder / "hf1")
+    pq_ms, pq_rows = load_ms_per_row("parquet", out, folder / "hf2")
+    assert img_rows == pq_rows == manifest["kept"], (img_rows, pq_rows, manifest["kept"])
+    return {
+        "samples": manifest["planned"], "kept": manifest["kept"], "wall s": wall, "s/sample": wall / manifest["planned"],
+        "rerun s": rerun, "peak RSS GB": rss, "bookkeeping": max(0.0, 1 - stage_s / (workers * wall)),
+        "refused": refused + refused_again, "report s": report_s, "report MB": report.bytes / 1e6,
+        "imagefolder ms/row": img_ms, "parquet ms/row": pq_ms,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[40, 400, 4000])
+    parser.add_argument("--canvas", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", action="store_true", help="keep the datasets (printed folder)")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="gen4gen-scale-"))
+    rows = []
+    try:
+        for n in args.sizes:
+            rows.append(measure(n, args.canvas, args.workers, root))
+            print(json.dumps(rows[-1]), flush=True)
+    finally:
+        if args.keep:
+            print(f"datasets kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    table = Table(title=f"gen4gen at scale: canvas {args.canvas}, {args.workers} workers, offline backends")
+    for col in rows[0]:
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) and v < 1 else f"{v:.1f}" if isinstance(v, float) else str(v)
+                        for v in r.values()))
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
