@@ -299,26 +299,25 @@ def _verify(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     """Exit 0 with the page written, 2 when a dataset or the decisions file cannot be used."""
     from gen4gen.infra.errors import BadInput
-    from gen4gen.infra.storage import resolve, write_bytes
+    from gen4gen.infra.storage import resolve
     from gen4gen.tasks.ownership import OwnershipError, check_report_out
-    from gen4gen.tasks.report import DecisionsError, build_report, read_decisions
+    from gen4gen.tasks.report import DecisionsError, read_decisions, write_report
 
     try:
         check_report_out(args.out, [args.dataset, *([args.compare] if args.compare else [])], force=args.force)
         ratings = read_decisions(args.decisions) if args.decisions else None
-        report = build_report(args.dataset, compare_uri=args.compare, ratings=ratings)
+        # Streamed to the file, paged, thumbnails linked: opens fast at any size.
+        report = write_report(args.dataset, resolve(args.out), compare_uri=args.compare, ratings=ratings)
     except (BadInput, DecisionsError, OwnershipError, ValueError) as err:  # pydantic's ValidationError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
-    data = report.html.encode()
-    write_bytes(resolve(args.out), data)
     if report.agreement is not None:
         print("\n".join(report.agreement.lines()))
     if report.changes is not None:
         c = report.changes
         print(f"since {c.old_label}: {len(c.added)} samples added, {len(c.removed)} removed, "
               f"{len(c.verdict_changed)} verdicts changed")
-    print(f"report: {report.samples} samples, {len(data) / 1e6:.2f} MB", file=sys.stderr)
+    print(f"report: {report.samples} samples, {report.bytes / 1e6:.2f} MB", file=sys.stderr)
     print(resolve(args.out))
     return 0
 

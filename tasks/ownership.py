@@ -29,7 +29,8 @@ LEDGER = ".gen4gen/published.json"
 # What desktops leave in any folder: not the user's data.
 IGNORABLE = {".DS_Store", "Thumbs.db", "desktop.ini"}
 # Where publishing writes the files a manifest lists, so the only places it ever deletes.
-_PUBLISHED = re.compile(r"[^/]+/images/[^/]+|\.index/[^/]+|[^/]+/samples-[^/]+\.jsonl")
+_PUBLISHED = re.compile(
+    r"[^/]+/images/[^/]+|\.index/[^/]+|[^/]+/samples-[^/]+\.jsonl|data/shard-\d{5}-[0-9a-f]{16}\.parquet")
 MAX_RECORD_BYTES = 64 * 2**20
 
 
