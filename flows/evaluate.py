@@ -50,7 +50,7 @@ CHECKPOINT_TRIGGER = DeploymentEventTrigger(
     expect={CHECKPOINT_EVENT},
     match={"prefect.resource.id": "gen4gen.checkpoint.*"},
     parameters={"checkpoint": "{{ event.payload.checkpoint }}", "step": "{{ event.payload.step }}",
-                "upstream": "{{ event.payload.flow_run }}"},
+                "upstream": "{{ event.payload.flow_run | default('') }}"},
 )
 
 

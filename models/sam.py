@@ -31,6 +31,8 @@ written for half-precision weights).
 
 from __future__ import annotations
 
+import os
+
 from functools import partial
 from typing import Literal
 
@@ -197,6 +199,14 @@ class SamSegmenter:
         return b * size * (3 * heads * tokens * tokens + 8 * tokens * width)
 
     def _checkpoint_path(self) -> str:
+        named = str(self.options.checkpoint)
+        hub_id = not named.startswith(("/", ".", "~")) and not os.path.exists(named)
+        if hub_id and not self.options.checkpoint_file:
+            # A recipe error, said before looking for weights anywhere.
+            raise ValueError(
+                f"{WHAT}: option 'checkpoint' {named!r} is not a local file; for a Hugging Face "
+                "repo also set option 'checkpoint_file' (the .pth or .safetensors file in it)"
+            )
         src = hf.source(self.options.model_dump(), "checkpoint", what=WHAT)
         if src.local:
             return src.path

@@ -25,8 +25,16 @@ def test_layers_import_only_downward():
 
 @pytest.mark.slow
 def test_wheel_installs_only_gen4gen_at_the_top_level(tmp_path):
+    import shutil
+
+    # Built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+    src = tmp_path / "src"
+    for name in ("flows", "tasks", "models", "infra", "configs", "tests", "benchmarks"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=600)
+                            "-q", "-w", str(tmp_path), str(src)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr
     (wheel,) = tmp_path.glob("gen4gen-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -203,6 +203,7 @@ expect:
 parameters:
   checkpoint: "{{ event.payload.checkpoint }}"
   step: "{{ event.payload.step }}"
+  upstream: "{{ event.payload.flow_run | default('') }}"
 """
 
 

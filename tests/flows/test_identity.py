@@ -125,7 +125,7 @@ def test_one_more_composition_computes_only_it(first):
 
 def test_a_damaged_record_costs_one_recomputation_not_a_wrong_result(first):
     raw, out, manifest = first
-    record = sorted(Path(out, "cat-mug", "repaint").glob("*.json"))[0]
+    record = sorted(Path(out, ".stages", "cat-mug", "repaint").glob("*.json"))[0]
     record.write_text('{"not": "a sample"')
     counts, again = computed(raw, out)
     # The sample is repainted again (same bytes, same key), so nothing after it changes.
@@ -153,10 +153,10 @@ def test_recipe_a_then_b_then_a_in_one_out_with_the_cli(tmp_path):
 
     for name, raw in (("a", a), ("b", b)):
         assert run(raw, name).returncode == 0
-    repaints = sorted(p.name for p in (out / "cat-mug" / "repaint").glob("*.png"))
+    repaints = sorted(p.name for p in (out / ".stages" / "cat-mug" / "repaint").glob("*.png"))
     third = run(a, "a")
     assert third.returncode == 0, third.stdout + third.stderr
-    assert sorted(p.name for p in (out / "cat-mug" / "repaint").glob("*.png")) == repaints == sorted(set(repaints))
+    assert sorted(p.name for p in (out / ".stages" / "cat-mug" / "repaint").glob("*.png")) == repaints == sorted(set(repaints))
     assert len(repaints) == 2  # one image per sample through A, B and A again
     verified = subprocess.run([sys.executable, "-m", "gen4gen.flows.cli", "verify", str(out)], env=env,
                               capture_output=True, text=True, timeout=120)

@@ -29,9 +29,10 @@ def base():
     return tiny_base()
 
 
-def landed(run: str, want: int = 1, timeout: float = 30) -> list[dict]:
-    """Payloads of the run's checkpoint.landed events, read back from the test server
-    (waits until `want` have arrived or the timeout passes)."""
+def landed(run: str, want: int = 1, timeout: float = 30, under: str = "") -> list[dict]:
+    """Payloads of the run's checkpoint.landed events for checkpoints under `under`, read
+    back from the test server (waits until `want` have arrived or the timeout passes). The
+    same run id trains in other tests' folders too (same dataset and settings)."""
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
@@ -42,7 +43,8 @@ def landed(run: str, want: int = 1, timeout: float = 30) -> list[dict]:
     while time.monotonic() < deadline and len(payloads) < want:
         with get_client(sync_client=True) as client:
             page = client.read_events(query, limit=50)
-        payloads = [dict(e.payload, resource=e.resource.id) for e in page.events]
+        payloads = [dict(e.payload, resource=e.resource.id) for e in page.events
+                    if str(e.payload.get("checkpoint", "")).startswith(under)]
         time.sleep(0.5)
     return payloads
 
@@ -56,7 +58,7 @@ def test_flow_writes_checkpoints_and_announces_each(dataset, base, tmp_path):
                     "resolution": 64, "checkpoint_every": 1})
     assert result.step == 2 and [s for s, _ in finished(out)] == [1, 2]
     info = read_info(result.latest)
-    payloads = landed(result.run, want=2)
+    payloads = landed(result.run, want=2, under=result.latest.rsplit("/checkpoints/", 1)[0])
     by_step = {p["step"]: p for p in payloads}
     assert set(by_step) == {1, 2}
     last = by_step[2]

@@ -3,6 +3,8 @@ relative and inside; `report` shows source photos only from the factory's thumbn
 
 from __future__ import annotations
 
+import io
+
 import json
 
 import pytest
@@ -74,13 +76,24 @@ def test_report_never_reads_the_photo_a_record_names(dataset, tmp_path):
     page = build_report(str(dataset)).html
     assert thumbnail(private.read_bytes(), "x") not in page
     assert "no thumbnail made by the factory" in page
-    # A thumbnail the factory made is shown.
-    rec = lines[0]
-    cid = rec["concepts"][0]
-    thumb = dataset / ".thumbs" / rec["composition"] / rec["id"] / f"photo-{cid}.jpg"
-    thumb.parent.mkdir(parents=True)
-    Image.new("RGB", (120, 90), (0, 128, 255)).save(thumb, format="JPEG")
-    assert thumbnail(thumb.read_bytes(), "t") in build_report(str(dataset)).html
+    # A thumbnail the factory stored (named by a gallery view under .thumbs/) is shown.
+    import hashlib
+
+    from gen4gen.tasks.report import data_uri
+
+    made = dataset / ".thumbs" / "160"
+    made.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    Image.new("RGB", (120, 90), (0, 128, 255)).save(buf, format="JPEG")
+    thumbnail_bytes = buf.getvalue()
+    sha = hashlib.sha256(thumbnail_bytes).hexdigest()
+    (made / f"{sha}.jpg").write_bytes(thumbnail_bytes)
+    view = dataset / ".thumbs" / st["composition"] / f"gallery-{st['shard_sha256'][:16]}.json"
+    view.parent.mkdir(parents=True, exist_ok=True)
+    found = json.loads(view.read_text()) if view.exists() else {}
+    found["photos"] = {**found.get("photos", {}), private.as_uri(): f".thumbs/160/{sha}.jpg"}
+    view.write_text(json.dumps(found))
+    assert data_uri(thumbnail_bytes) in build_report(str(dataset)).html
 
 
 def test_verify_cli_says_what_is_wrong_without_a_traceback(dataset):

@@ -60,7 +60,7 @@ def test_train_follows_the_event_generate_emits():
     subject = lineage.resource("dataset", "demo")["prefect.resource.id"]  # announce_dataset's resource
     assert subject == "gen4gen.dataset.demo"
     assert fnmatch.fnmatch(subject, trigger["match"]["prefect.resource.id"])
-    assert trigger["parameters"]["upstream"] == "{{ event.payload.flow_run }}"
+    assert trigger["parameters"]["upstream"] == "{{ event.payload.flow_run | default('') }}"
 
 
 @pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
@@ -78,7 +78,7 @@ def test_entrypoint_imports_and_parameters_fit_the_signature(name):
         event = trigger["expect"][0]
         assert fnmatch.fnmatch(RESOURCES[event], trigger["match"]["prefect.resource.id"])
         for key, template in trigger["parameters"].items():
-            field = re.fullmatch(r"\{\{ event\.payload\.(\w+) \}\}", template)
+            field = re.fullmatch(r"\{\{ event\.payload\.(\w+)(?: \| default\(''\))? \}\}", template)
             assert field and field.group(1) in PAYLOADS[event], f"{name}: {key} from {template}"
         given |= trigger["parameters"]
     unknown = set(given) - set(params)
