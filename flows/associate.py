@@ -6,6 +6,11 @@ writes the proposals as YAML to paste under `compositions:`. Only the recipe's c
 and `stages.plan` are read, so a recipe that has no compositions yet can be used. Every
 proposal is checked (known ids, 2 to 5 different concepts, not already in the recipe) and
 validated as a `Composition` before it is written.
+
+Without an endpoint (any other `stages.plan` backend) the proposals come offline from a
+small table of settings and the categories usually seen in them (tasks/ingest.py
+`SETTINGS`): compositions of 2 or 3 concepts whose categories share a setting, every
+concept used first when `--max` allows; the same recipe always gives the same proposals.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 DEFAULT_SAMPLES = 8
+OFFLINE_SOURCE = "the offline co-occurrence table"
 
 
 def composition_id(concepts: list[str], used: set[str], number: int) -> str:
@@ -60,6 +66,7 @@ def associate_command(config: str, most: int, out: str | None) -> int:
     from gen4gen.models import registry
     from gen4gen.models.llm_planner import AnswerRejected
     from gen4gen.infra.records import Concept, StageConfig
+    from gen4gen.tasks.ingest import propose
 
     try:
         raw = yaml.safe_load(read_bytes(config).decode("utf-8"))
@@ -67,25 +74,29 @@ def associate_command(config: str, most: int, out: str | None) -> int:
             raise ValueError(f"{config}: a recipe is a YAML mapping")
         concepts = TypeAdapter(list[Concept]).validate_python(raw.get("concepts") or [])
         plan = StageConfig.model_validate((raw.get("stages") or {}).get("plan") or {})
-        if plan.backend != "openai":
-            raise ValueError(
-                f"stages.plan.backend is {plan.backend!r}: association needs an LLM endpoint "
-                "(backend openai with base_url, model, api_key_env)"
-            )
         if most < 1:
             raise ValueError(f"--max: must be at least 1, got {most}")
         taken = [list(c.get("concepts", [])) for c in raw.get("compositions") or [] if isinstance(c, dict)]
         taken_ids = {str(c.get("id")) for c in raw.get("compositions") or [] if isinstance(c, dict)}
-        planner = registry.load("plan", "openai", plan.options)
         pool = [(c.id, c.category) for c in concepts]
-        proposals = planner.associate(pool, most, taken)
+        if plan.backend == "openai":
+            planner = registry.load("plan", "openai", plan.options)
+            proposals = planner.associate(pool, most, taken)
+            source = plan.options.get("model", "the endpoint")
+        else:
+            proposals = propose(pool, most, taken)
+            source = OFFLINE_SOURCE
+            print(f"no LLM endpoint (stages.plan.backend {plan.backend!r}): proposing from "
+                  "the offline co-occurrence table", file=sys.stderr)
+            if not proposals:
+                raise AnswerRejected("every composition of 2 or 3 of these concepts is in the recipe already")
     except AnswerRejected as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except (ValueError, OSError, yaml.YAMLError) as err:  # ValidationError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
-    text = render(proposals, taken_ids, plan.options.get("model", "the endpoint"))
+    text = render(proposals, taken_ids, source)
     if out:
         write_bytes(resolve(out), text.encode())
         print(f"{len(proposals)} compositions written to {out}", file=sys.stderr)

@@ -4,6 +4,7 @@
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
     gen4gen verify DATASET_URI
     gen4gen associate CONFIG [--max N] [--out FILE]
+    gen4gen init PHOTOS_DIR [--out recipe.yaml] [--name NAME] [--canvas PX] [--compositions N]
     gen4gen train --dataset URI --out URI [--steps N] [--base MODEL] [--resolution PX] ...
     gen4gen evaluate --checkpoint URI [--prompts FILE] [--samples N] [--device D]
     gen4gen serve [--state DIR] [--port 4200] [--s3-port 9000] [--pool NAME] [--stop]
@@ -127,6 +128,16 @@ def _main(argv: list[str]) -> int:
     aso.add_argument("--max", type=int, default=10, help="most compositions to propose (default 10)")
     aso.add_argument("--out", help="YAML file to write (default: print)")
     aso.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    ini = sub.add_parser("init", help="write a recipe from a folder of concept photos (DreamBooth, "
+                         "CustomConcept101 or <category>/<concept>/*.jpg)")
+    ini.add_argument("photos", metavar="PHOTOS_DIR", help="the folder of concept photos")
+    ini.add_argument("--out", default="recipe.yaml", help="recipe to write (default: recipe.yaml)")
+    ini.add_argument("--name", help="dataset name (default: the folder's name)")
+    ini.add_argument("--canvas", type=int, default=1024, help="square canvas side in pixels (default 1024)")
+    ini.add_argument("--compositions", type=int, help="compositions to propose (default: half the concepts, at least 3)")
+    ini.add_argument("--samples", type=int, default=8, help="samples per composition (default 8)")
+    ini.add_argument("--force", action="store_true", help="replace an existing --out file")
+    ini.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
 
     trn = sub.add_parser("train", help="fine-tune Custom Diffusion on a published dataset (resumes a stopped run)")
     trn.add_argument("--dataset", required=True, help="published dataset URI (a folder, file:// or s3://)")
@@ -170,6 +181,11 @@ def _main(argv: list[str]) -> int:
         from gen4gen.flows.associate import associate_command
 
         return associate_command(args.config, args.max, args.out)
+    if args.command == "init":
+        from gen4gen.flows.init import init_command
+
+        return init_command(args.photos, args.out, args.name, args.canvas, args.compositions,
+                            args.samples, args.force)
     _quiet_prefect(args.verbose)
     if args.command == "generate":
         return _generate(args)
