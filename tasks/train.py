@@ -166,12 +166,16 @@ _ENTRY = re.compile(r"(<[A-Za-z0-9][A-Za-z0-9_-]*>) (.+?)(?= and <|$)")
 
 def read_training_set(dataset: str, compositions: list[str] | None = None) -> TrainingSet:
     """The rows and concepts of a published version, reading only files its manifest lists."""
+    from gen4gen.tasks.reader import MAX_MANIFEST_BYTES, check_manifest_paths, load_json
+
     dataset = resolve(dataset)
-    raw = read_bytes(join(dataset, "manifest.json"))
+    uri = join(dataset, "manifest.json")
+    raw = read_bytes(uri, limit=MAX_MANIFEST_BYTES)
     try:
-        manifest = Manifest.model_validate_json(raw)
+        manifest = Manifest.model_validate(load_json(raw, uri))
     except ValueError as err:
-        raise BadInput(join(dataset, "manifest.json"), f"not a dataset manifest: {err}") from err
+        raise BadInput(uri, f"not a dataset manifest: {err}") from err
+    check_manifest_paths(dataset, manifest)  # every path it lists stays inside the dataset
 
     def listed(name: str) -> bytes:
         rel = manifest.index.get(name)
@@ -183,7 +187,7 @@ def read_training_set(dataset: str, compositions: list[str] | None = None) -> Tr
         return data
 
     rows = [json.loads(line) for line in listed("metadata.jsonl").decode().splitlines() if line]
-    entries = json.loads(listed("concepts_list.json"))
+    entries = load_json(listed("concepts_list.json"), join(dataset, "concepts_list.json"))
     categories: dict[str, str] = {}
     for entry in entries:
         prompt = entry["instance_prompt"].removeprefix("a photo of ")
@@ -445,7 +449,11 @@ def _rng_state() -> dict:
     import numpy as np
     import torch
 
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # Plain lists, not an ndarray: state.pt is read back with torch.load(weights_only=True),
+    # which runs no code from the file (a checkpoint may come from anyone's bucket).
+    numpy_state = [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -470,6 +478,21 @@ def _save(model, optimizer, scaler, data_gen, noise_gen, out: str, step: int, me
     return uri
 
 
+def read_state(uri: str) -> dict:
+    """A checkpoint's training state (state.pt), loaded with torch.load(weights_only=True):
+    tensors, numbers and strings only, so a state.pt someone planted runs no code."""
+    import torch
+
+    path = join(uri, ckpt.STATE)
+    try:
+        return torch.load(io.BytesIO(read_bytes(path)), weights_only=True)
+    except BadInput as err:
+        raise BadInput(path, "missing: this checkpoint cannot resume a run") from err
+    except Exception as err:  # pickle.UnpicklingError: something other than tensors and numbers
+        raise BadInput(path, f"holds more than plain tensors and numbers ({type(err).__name__}); "
+                       "it is not loaded, so this checkpoint cannot resume a run") from err
+
+
 def _restore(model, optimizer, scaler, data_gen, noise_gen, uri: str) -> int:
     """Load a checkpoint's weights and training state into this run; returns its step."""
     import random
@@ -484,16 +507,14 @@ def _restore(model, optimizer, scaler, data_gen, noise_gen, uri: str) -> int:
     for file in info.embeddings().values():
         embeddings |= safetensors.torch.load(read_bytes(join(uri, file)))
     model.load_token_embeddings(embeddings)
-    try:
-        state = torch.load(io.BytesIO(read_bytes(join(uri, ckpt.STATE))), weights_only=False)
-    except BadInput as err:
-        raise BadInput(join(uri, ckpt.STATE), "missing: this checkpoint cannot resume a run") from err
+    state = read_state(uri)
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     data_gen.set_state(state["data_gen"])
     noise_gen.set_state(state["noise_gen"])
     random.setstate(state["rng"]["python"])
-    np.random.set_state(state["rng"]["numpy"])
+    name, keys, pos, has_gauss, cached = state["rng"]["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["rng"]["torch"])
     if "cuda" in state["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng"]["cuda"])

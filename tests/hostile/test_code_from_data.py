@@ -69,3 +69,33 @@ def test_an_eps_file_never_reaches_ghostscript():
 @pytest.mark.parametrize("fmt", storage.IMAGE_FORMATS)
 def test_every_accepted_format_still_decodes(fmt):
     assert storage.decode_image(_encoded(fmt), "ok").size == (64, 64)
+
+
+class _Planted:
+    """What a hostile state.pt holds: unpickling it would run a shell command."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_planted_training_state_runs_no_code(tmp_path):
+    """state.pt (a checkpoint's resume state) comes from storage: it is read with
+    torch.load(weights_only=True), so a pickle that calls os.system is refused unrun."""
+    import torch
+
+    from gen4gen.tasks.train import read_state
+
+    marker = tmp_path / "pwned"
+    ckpt = tmp_path / "step-000001"
+    ckpt.mkdir()
+    torch.save({"step": 1, "rng": _Planted(str(marker))}, ckpt / "state.pt")
+    with pytest.raises(BadInput, match="more than plain tensors and numbers"):
+        read_state(str(ckpt))
+    assert not marker.exists()
+    torch.save({"step": 1, "rng": {"numpy": ["MT19937", [1, 2], 0, 0, 0.0]}}, ckpt / "state.pt")
+    assert read_state(str(ckpt))["step"] == 1  # plain state still loads
