@@ -31,7 +31,7 @@ from prefect.cache_policies import NO_CACHE
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.lease import lease
 from gen4gen.infra.storage import (
-    exists, filesystem, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
+    exists, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
 )
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.tasks import ownership
@@ -210,12 +210,15 @@ def write_parquet(out: str, samples: list[Sample]) -> dict[str, str]:
         rel = f"{DATA}/shard-{len(files):05d}-{sha[:16]}.parquet"
         ownership.intend(out, [rel])  # before it lands where a loader looks
         target = join(out, rel)
-        fs, path = filesystem(target)
         if local_path(target):
+            path = local_path(target)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             os.replace(state["tmp"], path)
         else:
-            fs.put_file(state["tmp"], path)
+            # Through storage's writer: retried on transient faults, atomic like every write
+            # (a shard is at most SHARD_BYTES, so it can be held in memory once).
+            with open(state["tmp"], "rb") as f:
+                write_bytes(target, f.read())
             os.remove(state["tmp"])
         files[rel] = sha
         state.update(writer=None, tmp="", bytes=0)
