@@ -318,25 +318,20 @@ def s_lifecycle(ctx: Ctx, gpu_memory_gb: float) -> list[dict]:
     from gen4gen.models import registry
 
     rows_ = []
-    # The one place that probes: the lifecycle (another branch) may not be merged yet.
-    if hasattr(registry, "configure") and hasattr(registry, "resident"):
-        registry.configure(gpu_memory_gb=gpu_memory_gb, device=ctx.device)
-        for stage, family, backend, options in _stage_models(ctx):
-            ctx.sync_reset()
-            start = time.perf_counter()
-            with registry.use(family, backend, options) as model:
-                _exercise(stage, backend, model)
-            took = time.perf_counter() - start
-            resident = registry.resident()
-            names = ", ".join(str(r if not isinstance(r, tuple) else "/".join(map(str, r[:2]))) for r in resident)
-            peak = ctx.peak_gib()
-            figure, unit = (round(peak, 3), "GiB") if peak is not None else (round(took, 2), "s")
-            rows_.append(row("lifecycle", f"{stage} ({family}/{backend}), tiny, budget {gpu_memory_gb:g} GB",
-                             figure, unit, f"resident after: {names or 'none'}"
-                             + ("" if peak is not None else f"; peak memory {NO_CUDA}")))
-    else:
-        rows_.append(row("lifecycle", "registry.configure / resident", None, "",
-                         "skipped: not in this tree's models/registry.py (lifecycle branch not merged)"))
+    registry.configure(gpu_memory_gb=gpu_memory_gb, device=ctx.device)
+    for stage, family, backend, options in _stage_models(ctx):
+        ctx.sync_reset()
+        start = time.perf_counter()
+        with registry.use(family, backend, options) as model:
+            _exercise(stage, backend, model)
+        took = time.perf_counter() - start
+        resident = registry.resident()
+        names = ", ".join(f"{r.family}/{r.backend} on {r.device} {r.bytes / 2**20:.1f} MiB" for r in resident)
+        peak = ctx.peak_gib()
+        figure, unit = (round(peak, 3), "GiB") if peak is not None else (round(took, 2), "s")
+        rows_.append(row("lifecycle", f"{stage} ({family}/{backend}), tiny, budget {gpu_memory_gb:g} GB",
+                         figure, unit, f"resident after: {names or 'none'}"
+                         + ("" if peak is not None else f"; peak memory {NO_CUDA}")))
     plan = ROOT / "benchmarks" / "memory_plan.py"
     if plan.exists():
         done = subprocess.run([sys.executable, str(plan)], cwd=ROOT, capture_output=True, text=True, timeout=60)
