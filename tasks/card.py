@@ -66,7 +66,9 @@ def header(config: DatasetConfig, kept: int) -> dict:
             {"config_name": "imagefolder",
              "data_files": [{"split": "train", "path": ["metadata.jsonl", "*/images/*.png"]}]},
         ],
-        "dataset_info": {"features": FEATURES, "splits": [{"name": "train", "num_examples": kept}]},
+        # No `splits`: datasets wants their Arrow size (num_bytes), which only it can measure;
+        # a guess would be wrong and an entry without it is logged as malformed.
+        "dataset_info": {"features": FEATURES},
     }
 
 
