@@ -402,6 +402,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: str) -> str:
+    """sha256 of a local file, read in 1 MiB blocks (weights and shards do not fit in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def list_files(uri: str) -> list[str]:
     """Every file below a URI, as URIs with the same protocol."""
     fs, path = _fs(uri)

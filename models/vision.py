@@ -13,7 +13,6 @@ this module stays light.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from gen4gen.infra.storage import file_sha256
 from gen4gen.models import hf, lifecycle
 
 CLIP_DEFAULTS = {"model": "ViT-B-32", "pretrained": "openai"}
@@ -36,14 +36,6 @@ def _rgb(image: Any, name: str) -> np.ndarray:
         raise ValueError(f"{name}: empty image {a.shape}")
     # torch warns on read-only arrays (decoded images often are); a copy is cheap here.
     return a if a.flags.writeable else a.copy()
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- CLIP
@@ -102,12 +94,12 @@ class Clip:
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model)
         self.batch_size = int(batch_size)
-        weights = ("file-sha256:" + _file_sha256(pretrained)) if pretrained and os.path.isfile(pretrained) else (pretrained or "random")
+        weights = ("file-sha256:" + file_sha256(pretrained)) if pretrained and os.path.isfile(pretrained) else (pretrained or "random")
         # What a cached feature depends on (not the device or dtype: fp16 and fp32 features
         # agree to ~1e-3, far below anything the filter or the metrics resolve).
         self.identity = f"open_clip:{model}:{weights}"
         if model_config is not None:
-            self.identity += ":config-sha256:" + _file_sha256(str(cfg))[:16]
+            self.identity += ":config-sha256:" + file_sha256(str(cfg))[:16]
 
     def memory_parts(self) -> list:
         return [self.model]

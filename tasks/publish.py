@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.lease import lease
 from gen4gen.infra.storage import (
-    exists, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
+    exists, file_sha256, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
 )
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.tasks import ownership
@@ -135,7 +134,7 @@ def place_image(out: str, sample: Sample, data: bytes | None = None) -> None:
         tmp = os.path.join(os.path.dirname(dst), f".{os.path.basename(dst)}.{uuid.uuid4().hex}.tmp")
         try:
             os.link(src, tmp)
-            if _file_sha256(tmp) == sample.hashes["repaint"]:
+            if file_sha256(tmp) == sample.hashes["repaint"]:
                 os.replace(tmp, dst)  # atomic, like every other write
                 return
         except OSError:
@@ -147,14 +146,6 @@ def place_image(out: str, sample: Sample, data: bytes | None = None) -> None:
     if sha256(data) != sample.hashes["repaint"]:
         raise BadInput(source, "changed since the repaint stage wrote it")
     write_bytes(target, data)
-
-
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- Parquet
@@ -206,7 +197,7 @@ def write_parquet(out: str, samples: list[Sample]) -> dict[str, str]:
         if state["writer"] is None:
             return
         state["writer"].close()
-        sha = _file_sha256(state["tmp"])
+        sha = file_sha256(state["tmp"])
         rel = f"{DATA}/shard-{len(files):05d}-{sha[:16]}.parquet"
         ownership.intend(out, [rel])  # before it lands where a loader looks
         target = join(out, rel)
