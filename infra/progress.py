@@ -14,24 +14,32 @@ _listeners: list[Listener] = []
 _lock = threading.Lock()
 
 
-def listen(fn: Listener) -> Callable[[], None]:
-    """Add a listener; returns a function that removes it."""
+def _subscribe(listeners: list[Listener], fn: Listener) -> Callable[[], None]:
     with _lock:
-        _listeners.append(fn)
+        listeners.append(fn)
 
     def remove() -> None:
         with _lock:
-            if fn in _listeners:
-                _listeners.remove(fn)
+            if fn in listeners:
+                listeners.remove(fn)
 
     return remove
 
 
-def advance(composition: str, stage: str, samples: int) -> None:
+def _tell(listeners: list[Listener], composition: str, stage: str, samples: int) -> None:
     with _lock:
-        listeners = list(_listeners)
-    for fn in listeners:
+        found = list(listeners)
+    for fn in found:
         fn(composition, stage, samples)
+
+
+def listen(fn: Listener) -> Callable[[], None]:
+    """Add a listener; returns a function that removes it."""
+    return _subscribe(_listeners, fn)
+
+
+def advance(composition: str, stage: str, samples: int) -> None:
+    _tell(_listeners, composition, stage, samples)
 
 
 # Work done, apart from progress: how many samples a stage really computed (not read back
@@ -41,19 +49,8 @@ _workers: list[Listener] = []
 
 def listen_computed(fn: Listener) -> Callable[[], None]:
     """Add a listener of (composition, stage, samples computed); returns its remover."""
-    with _lock:
-        _workers.append(fn)
-
-    def remove() -> None:
-        with _lock:
-            if fn in _workers:
-                _workers.remove(fn)
-
-    return remove
+    return _subscribe(_workers, fn)
 
 
 def computed(composition: str, stage: str, samples: int) -> None:
-    with _lock:
-        listeners = list(_workers)
-    for fn in listeners:
-        fn(composition, stage, samples)
+    _tell(_workers, composition, stage, samples)
