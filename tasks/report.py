@@ -402,6 +402,14 @@ class Report:
     bytes: int = 0
 
 
+def _read(dataset_uri: str, compare_uri: str | None, ratings: dict[str, int] | None):
+    """What a page shows: the version, what changed since `compare_uri`, the agreement."""
+    version = load_version(dataset_uri)
+    changes = compare_versions(version, load_version(compare_uri)) if compare_uri else None
+    agreement = filter_agreement(version.samples, ratings) if ratings is not None else None
+    return version, changes, agreement
+
+
 def build_report(
     dataset_uri: str,
     compare_uri: str | None = None,
@@ -412,9 +420,7 @@ def build_report(
 ) -> Report:
     """Read a version (and optionally an earlier one) and render a self-contained page
     (thumbnails inline). For large versions use `write_report`, which links them."""
-    version = load_version(dataset_uri)
-    changes = compare_versions(version, load_version(compare_uri)) if compare_uri else None
-    agreement = filter_agreement(version.samples, ratings) if ratings is not None else None
+    version, changes, agreement = _read(dataset_uri, compare_uri, ratings)
     thumbs = _Thumbs(version, size, None)
     page = "".join(_page(version, thumbs, changes, agreement, ratings or {}, workers, HUMAN_KEEP_RATING, page_size))
     return Report(html=page, agreement=agreement, changes=changes, samples=len(version.samples), bytes=len(page.encode()))
@@ -433,9 +439,7 @@ def write_report(
     thumbnails linked: those the factory stored in the dataset where they lie, the rest
     made once into `{page stem}_files/` beside the page. The page shows `page_size` rows
     at a time; filters, ratings and the agreement panel work over all rows."""
-    version = load_version(dataset_uri)
-    changes = compare_versions(version, load_version(compare_uri)) if compare_uri else None
-    agreement = filter_agreement(version.samples, ratings) if ratings is not None else None
+    version, changes, agreement = _read(dataset_uri, compare_uri, ratings)
     page_uri = resolve(page_uri)
     stem = page_uri.rsplit("/", 1)[1].rsplit(".", 1)[0] + "_files"
     thumbs = _Thumbs(version, size, join(page_uri.rsplit("/", 1)[0], stem), stem)
