@@ -123,17 +123,20 @@ def code_version(family: str, backend: str) -> str:
     factory's module). Found by module name without importing anything."""
     b = declared(family, backend)
     modules = b.modules() or (b.factory.__module__,)
-    return _modules_hash(modules)
+    return modules_hash(modules)
 
 
-def _modules_hash(modules: tuple[str, ...]) -> str:
+def modules_hash(modules: tuple[str, ...]) -> str:
+    """Fingerprint of modules' source files (a stage's own code uses it too)."""
     return hashlib.sha256(b"".join(_module_hash(m).encode() for m in modules)).hexdigest()
 
 
 @lru_cache(maxsize=None)
 def _module_hash(module: str) -> str:
     spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+    if spec is None:
+        raise ValueError(f"code module {module!r} is not importable")
+    if not spec.origin or not spec.origin.endswith(".py"):
         return module  # a module with no source file (a test's in-memory one): its name
     return hashlib.sha256(module.encode() + b"\0" + Path(spec.origin).read_bytes()).hexdigest()
 

@@ -23,11 +23,8 @@ are plain JSON the factory validates on reading, never pickles (no code runs fro
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable
 
 from gen4gen.infra import progress
@@ -97,7 +94,7 @@ class Stage:
 
     def code_for(self, backend: str | None) -> str:
         """The stage's own modules and its backend's (models/registry.py: code_version)."""
-        own = "".join(_module_hash(m) for m in self.modules)
+        own = registry.modules_hash(self.modules)
         theirs = registry.code_version(self.family, backend) if self.family and backend else ""
         return hashlib.sha256((own + theirs).encode()).hexdigest()
 
@@ -111,14 +108,6 @@ class Stage:
         """Where this stage's output `output` (default: the stage's name) of a sample goes,
         relative to the dataset URI, named by the sample and its key at this stage."""
         return f"{STAGES_DIR}/{sample.composition}/{output or self.name}/{sample.id}-{sample.stage_keys[self.name]}.{ext}"
-
-
-@lru_cache(maxsize=None)
-def _module_hash(module: str) -> str:
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin:
-        raise ValueError(f"stage code {module!r} is not an importable module")
-    return hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
 
 
 def uses_gpu(stages: StagesConfig) -> bool:
