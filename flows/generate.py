@@ -6,6 +6,8 @@ samples already committed) -> [review] -> collect; then publish (manifest last) 
 `dataset.published` event. Compositions run side by side on the task runner; a GPU stage
 starts only when the previous GPU stage is done for every composition, so one worker's GPU
 holds one stage's model at a time (all repaints, then captions, then filters).
+Tasks hand each other SampleSets (a composition's records in storage, with counts), never
+sample lists: the flow's memory does not grow with the samples.
 Review (optional) applies people's ratings from a decisions file, or pauses the run until
 they are sent through the UI; then it waits for every composition's filter.
 """
@@ -29,9 +31,9 @@ from gen4gen.tasks.pipeline import SAMPLE_STAGES, jobs as stage_jobs, own_cutout
 from gen4gen.tasks.plan import PLAN, plan_task
 from gen4gen.tasks.publish import collect_task, publish_task
 from gen4gen.tasks.report import read_decisions
-from gen4gen.tasks.review import ask_for_decisions, decisions_for, review_task, summary, unknown_ids
+from gen4gen.tasks.review import ask_for_decisions, review_task, summary, unknown_ids
 from gen4gen.tasks.segment import SEGMENT, segment_task
-from gen4gen.tasks.stage import uses_gpu
+from gen4gen.tasks.stage import take, uses_gpu
 
 PUBLISHED_EVENT = lineage.PUBLISHED_EVENT  # emitted by lineage.announce_dataset
 
@@ -114,12 +116,11 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
             gate = list(current.values())
     judged = current
     if cfg.review.mode == "interactive":
-        ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in f.result()])
+        ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in take(out, f.result())])
     if ratings is not None:
-        judged = {c: review_task.with_options(task_run_name=f"review[{c}]").submit(
-            s, decisions_for(planned[c].result(), ratings), cfg.review.min_rating) for c, s in judged.items()}
+        judged = {c: review_task.submit(s, out, ratings, cfg.review.min_rating) for c, s in judged.items()}
         progress.watch("review", judged)
-    stats = [collect_task.submit(s, out, c) for c, s in judged.items()]
+    stats = [collect_task.submit(s, out) for s in judged.values()]
     published = publish_task.with_options(retries=opts["retries"], task_run_name="publish").submit(cfg, out, progress.wait(stats), cutouts)
     progress.watch("publish", [published])
     manifest = published.result()
@@ -129,7 +130,7 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
     galleries = [gallery_task.with_options(task_run_name=f"gallery[{st.composition}]").submit(
         cfg, out, st, jobs[st.composition].cutouts) for st in manifest.compositions]
     if ratings is not None:
-        reviewed = [s for f in judged.values() for s in f.result()]
+        reviewed = [s for f in judged.values() for s in take(out, f.result())]
         unknown, log = unknown_ids(reviewed, ratings), get_run_logger()
         (log.warning if unknown else log.info)(summary(reviewed, unknown))
 

@@ -273,6 +273,23 @@ class Cutout(Record):
         return self.error is None and self.mask is not None and self.bbox is not None
 
 
+class SampleSet(Record):
+    """One composition's samples after a stage, as its task hands them to the next: a JSONL
+    of the records in the stage's folder (named by content) and their counts. Tasks pass
+    these, never sample lists, so a flow's memory and a distributed runner's traffic stay
+    flat in the sample count."""
+
+    composition: SafeId
+    stage: str
+    path: str = Field(description="the JSONL of the samples, dataset-relative")
+    sha256: str
+    samples: int
+    alive: int = Field(description="samples still going through the stages")
+    seconds: dict[str, float] = Field(
+        default_factory=dict, description="stage -> seconds, summed over the samples so far"
+    )
+
+
 class CompositionStats(Record):
     """Per-composition counts and timings, written before the manifest."""
 

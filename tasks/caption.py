@@ -13,10 +13,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from gen4gen.infra.errors import BadInput
-from gen4gen.infra.records import Composition, DatasetConfig, Reason, Sample
+from gen4gen.infra.records import Composition, DatasetConfig, Reason, Sample, SampleSet
 from gen4gen.infra.storage import join, read_rgb
 from gen4gen.models.contracts import Captioner, Obj
-from gen4gen.tasks.stage import Job, Stage, each_batch, run_samples
+from gen4gen.tasks.stage import Job, Stage, each_batch, run_set
 
 STAGE = "caption"
 
@@ -72,5 +72,5 @@ CAPTION = Stage(
 
 
 @task(name="caption", task_run_name="caption[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
-def caption_task(samples: list[Sample], job: Job) -> list[Sample]:
-    return run_samples(CAPTION, samples, job)
+def caption_task(samples: SampleSet, job: Job) -> SampleSet:
+    return run_set(CAPTION, samples, job)

@@ -16,8 +16,8 @@ from prefect.cache_policies import NO_CACHE
 
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.storage import join, read_mask, read_photo, write_png
-from gen4gen.infra.records import Box, Cutout, Sample, box_iou
-from gen4gen.tasks.stage import IMAGE_FORMAT, Job, Stage, each_sample, run_samples
+from gen4gen.infra.records import Box, Cutout, Sample, SampleSet, box_iou
+from gen4gen.tasks.stage import IMAGE_FORMAT, Job, Stage, each_sample, run_set
 
 STAGE = "composite"
 
@@ -130,5 +130,5 @@ COMPOSITE = Stage(
 
 
 @task(name="composite", task_run_name="composite[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
-def composite_task(samples: list[Sample], job: Job) -> list[Sample]:
-    return run_samples(COMPOSITE, samples, job)
+def composite_task(samples: SampleSet, job: Job) -> SampleSet:
+    return run_set(COMPOSITE, samples, job)

@@ -12,10 +12,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from gen4gen.infra.records import Composition, DatasetConfig, Sample
+from gen4gen.infra.records import Composition, DatasetConfig, Sample, SampleSet
 from gen4gen.infra.storage import join, read_mask, read_rgb
 from gen4gen.models.contracts import Judge, JudgeItem
-from gen4gen.tasks.stage import Job, Stage, each_batch, run_samples
+from gen4gen.tasks.stage import Job, Stage, each_batch, run_set
 
 STAGE = "filter"
 FEATURES = ".cache/clip-features"  # CLIP features of source photos, shared by compositions
@@ -76,5 +76,5 @@ FILTER = Stage(
 
 
 @task(name="filter", task_run_name="filter[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
-def filter_task(samples: list[Sample], job: Job) -> list[Sample]:
-    return run_samples(FILTER, samples, job)
+def filter_task(samples: SampleSet, job: Job) -> SampleSet:
+    return run_set(FILTER, samples, job)

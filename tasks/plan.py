@@ -19,13 +19,13 @@ from prefect.cache_policies import NO_CACHE
 
 from gen4gen.infra import progress
 from gen4gen.infra.errors import BadInput
-from gen4gen.infra.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Reason, Sample
+from gen4gen.infra.records import Box, Composition, Cutout, DatasetConfig, LayoutPlan, Reason, Sample, SampleSet
 from gen4gen.infra.storage import join, read_bytes, write_bytes
 from gen4gen.models import registry
 from gen4gen.models.contracts import LayoutRequest, PlannedObject, Planner
 from gen4gen.models.planner import category_aspect
 from gen4gen.tasks.common import digest
-from gen4gen.tasks.stage import KEY_LENGTH, STAGES_DIR, Job, Stage, _committed, _read_record
+from gen4gen.tasks.stage import KEY_LENGTH, STAGES_DIR, Job, Stage, committed_names, hand_on, read_record
 
 STAGE = "plan"
 SCENES_PER_COMPOSITION = 3  # the paper: the LLM proposes 3 backgrounds per composition
@@ -65,7 +65,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
     concepts = [config.concept(cid) for cid in comp.concepts]
     base = digest(settings(config, comp), PLAN.code_version(config))
     backend, options = PLAN.backend(config), PLAN.backend_options(config)
-    committed = set() if job.refresh else _committed(job.out, comp.id, STAGE)
+    committed = set() if job.refresh else committed_names(job.out, comp.id, STAGE)
     kinds = [PlannedObject(c.id, c.category, category_aspect(c.category)) for c in concepts]
     scenes = comp.scenes or _scenes(job, kinds, base, committed)
 
@@ -83,7 +83,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
         scene = scenes[index % len(scenes)]
         used = {cid: (cut.photo, cut.photo_sha256, cut.mask, cut.bbox) for cid, cut in chosen.items()}
         sample_id = f"{index:05d}-{digest(base, index, seed, scene, used)[:KEY_LENGTH]}"
-        cached = _read_record(job.out, f"{STAGES_DIR}/{comp.id}/{STAGE}/{sample_id}.json") if f"{sample_id}.json" in committed else None
+        cached = read_record(job.out, f"{STAGES_DIR}/{comp.id}/{STAGE}/{sample_id}.json") if f"{sample_id}.json" in committed else None
         if cached is not None and cached.id == sample_id:
             # Tokens are not part of the plan: a renamed token takes effect without replanning.
             samples[index] = cached.model_copy(update={"tokens": [c.token for c in concepts]})
@@ -131,5 +131,5 @@ def _scenes(job: Job, kinds: list[PlannedObject], base: str, committed: set[str]
 
 
 @task(name="plan", task_run_name="plan[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
-def plan_task(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
-    return plan_composition(job, cutouts)
+def plan_task(job: Job, cutouts: dict[str, list[Cutout]]) -> SampleSet:
+    return hand_on(job.out, STAGE, plan_composition(job, cutouts))

@@ -20,7 +20,8 @@ import platform
 import re
 import tempfile
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
+from typing import Iterable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
 
@@ -32,11 +33,11 @@ from gen4gen.infra.lease import lease
 from gen4gen.infra.storage import (
     exists, file_sha256, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
 )
-from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample
+from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample, SampleSet
 from gen4gen.tasks import ownership
 from gen4gen.tasks.card import dataset_card
 from gen4gen.tasks.common import digest
-from gen4gen.tasks.stage import STAGES_DIR
+from gen4gen.tasks.stage import STAGES_DIR, take
 from gen4gen.tasks.reader import read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
@@ -67,11 +68,12 @@ def published_path(sample: Sample) -> str:
     return f"{sample.composition}/{IMAGES}/{sample.id}-{sample.stage_keys['repaint']}.png"
 
 
-def collect_composition(samples: list[Sample], out: str) -> CompositionStats:
+def collect_composition(samples: list[Sample], out: str, seconds: dict[str, float] | None = None) -> CompositionStats:
     """Write the composition's samples-*.jsonl and count what happened to its samples.
 
-    The shard holds no timings (they go to the stats), so the same recipe always writes
-    the same bytes: a rerun, a resumed run and an uninterrupted run agree exactly.
+    The shard holds no timings (they go to the stats; `seconds`: the stage totals the
+    tasks handed on, else summed from the samples), so the same recipe always writes the
+    same bytes: a rerun, a resumed run and an uninterrupted run agree exactly.
     """
     composition = samples[0].composition
     ordered = sorted(samples, key=lambda s: s.plan.index)
@@ -80,10 +82,11 @@ def collect_composition(samples: list[Sample], out: str) -> CompositionStats:
     # manifest lists.
     shard_path = f"{composition}/samples-{sha256(shard)[:16]}.jsonl"
     write_bytes(join(out, shard_path), shard)
-    return composition_stats(samples, shard_path, sha256(shard))
+    return composition_stats(samples, shard_path, sha256(shard), seconds)
 
 
-def composition_stats(samples: list[Sample], shard: str = "", shard_sha256: str = "") -> CompositionStats:
+def composition_stats(samples: list[Sample], shard: str = "", shard_sha256: str = "",
+                      seconds: dict[str, float] | None = None) -> CompositionStats:
     """Counts, first reasons and seconds per stage of one composition's samples.
 
     Apart from writing, so the review page can show the same numbers before anything is
@@ -92,10 +95,11 @@ def composition_stats(samples: list[Sample], shard: str = "", shard_sha256: str 
     composition = samples[0].composition
     ordered = sorted(samples, key=lambda s: s.plan.index)
     reasons = Counter(r.code for s in samples if s.status in ("dropped", "failed") for r in s.reasons[:1])
-    seconds: dict[str, float] = defaultdict(float)
-    for s in samples:
-        for stage, t in s.seconds.items():
-            seconds[stage] += t
+    if seconds is None:
+        seconds = defaultdict(float)
+        for s in samples:
+            for stage, t in s.seconds.items():
+                seconds[stage] += t
     return CompositionStats(
         composition=composition,
         planned=len(samples),
@@ -151,24 +155,39 @@ def place_image(out: str, sample: Sample, data: bytes | None = None) -> None:
 # --------------------------------------------------------------------------- Parquet
 
 
-def write_parquet(out: str, samples: list[Sample]) -> dict[str, str]:
+def parquet_key(stats: list[CompositionStats]) -> str:
+    """What the shards are made of: the compositions' sample shards (which hold every
+    kept sample's caption, columns and image hash) in order, and the writer's settings."""
+    return digest(PARQUET_FORMAT, SHARD_BYTES, ROW_GROUP, [(st.shard, st.shard_sha256) for st in stats])
+
+
+def _parquet_record(out: str, key: str) -> str:
+    return join(out, STAGES_DIR, "publish", f"parquet-{key[:16]}.json")
+
+
+def written_parquet(out: str, key: str) -> dict[str, str] | None:
+    """The shards an earlier publish wrote for this key, when all are still there."""
+    record = _parquet_record(out, key)
+    if not exists(record):
+        return None
+    try:
+        files = json.loads(read_bytes(record))
+        if isinstance(files, dict) and all(isinstance(p, str) and _SHARD.fullmatch(p) and exists(join(out, p)) for p in files):
+            return files
+    except (BadInput, ValueError):
+        pass  # unreadable: write the shards again
+    return None
+
+
+def write_parquet(out: str, kept: Iterable[Sample], key: str) -> dict[str, str]:
     """The kept samples as Parquet shards `data/shard-NNNNN-{sha}.parquet` (path -> sha256).
 
-    Rows in the given order, streamed: one row group at a time in memory. Shards are named
-    by position (for order) and content (a listed shard never changes), built in the hidden
-    stage tree and moved into data/ only once whole and noted in the ownership ledger. An
-    unchanged set of rows is found by its key and not written again.
+    Rows in the given order, streamed: one row group at a time in memory, whatever the
+    dataset's size. Shards are named by position (for order) and content (a listed shard
+    never changes), built in the hidden stage tree and moved into data/ only once whole and
+    noted in the ownership ledger; `key` (parquet_key) records what they hold.
     """
-    kept = [s for s in samples if s.status == "kept"]
-    key = digest(PARQUET_FORMAT, SHARD_BYTES, ROW_GROUP, [(r, s.hashes["repaint"]) for r, s in zip(metadata_rows(kept), kept)])
-    record = join(out, STAGES_DIR, "publish", f"parquet-{key[:16]}.json")
-    if exists(record):
-        try:
-            files = json.loads(read_bytes(record))
-            if isinstance(files, dict) and all(_SHARD.fullmatch(p) and exists(join(out, p)) for p in files):
-                return files
-        except (BadInput, ValueError):
-            pass  # unreadable: write the shards again
+    record = _parquet_record(out, key)
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -215,7 +234,10 @@ def write_parquet(out: str, samples: list[Sample]) -> dict[str, str]:
         state.update(writer=None, tmp="", bytes=0)
 
     try:
-        for row, sample in zip(metadata_rows(kept), kept):
+        for sample in kept:
+            if sample.status != "kept":
+                continue
+            (row,) = metadata_rows([sample])
             data = read_bytes(join(out, published_path(sample)))
             if sha256(data) != sample.hashes["repaint"]:
                 raise BadInput(join(out, published_path(sample)), "changed since the repaint stage wrote it")
@@ -301,19 +323,34 @@ def publish_dataset(
 
 def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cutouts: dict[str, list[Cutout]]) -> Manifest:
     ownership.remember_previous(out)
-    samples = [s for st in stats for s in read_shard(out, st)]
     # Noted before they are written: a run killed before its manifest leaves only files
     # the ledger names, which a later publish may remove.
-    ownership.intend(out, [published_path(s) for s in samples if s.status == "kept"] + [st.shard for st in stats])
-    place_images(out, samples)
+    ownership.intend(out, [p for st in stats for p in st.images] + [st.shard for st in stats])
     files: dict[str, str] = {}
     for st in stats:
         files.update(st.images)
         files[st.shard] = st.shard_sha256
     previous_shards = _listed_shards(out)
-    files.update(write_parquet(out, samples))
-    rows = metadata_rows(samples)
-    index = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+    lines: list[str] = []  # metadata.jsonl, a line per kept sample
+
+    def kept() -> Iterator[Sample]:
+        """One composition's samples in memory at a time: its images placed, its rows
+        indexed, then its kept samples handed to the Parquet writer."""
+        for st in stats:
+            samples = read_shard(out, st)
+            place_images(out, samples)
+            rows = metadata_rows(samples)
+            lines.extend(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+            yield from (s for s in samples if s.status == "kept")
+
+    key = parquet_key(stats)
+    shards = written_parquet(out, key)
+    if shards is None:
+        shards = write_parquet(out, kept(), key)
+    else:
+        deque(kept(), maxlen=0)  # shards unchanged: place the images and index them only
+    files.update(shards)
+    index = "".join(lines).encode()
     concepts = json.dumps(concepts_list(config, {st.composition: st.kept for st in stats}), indent=2).encode()
     entry_points = {"metadata.jsonl": index, "concepts_list.json": concepts}
     entry_points["README.md"] = dataset_card(config, stats)  # the dataset card (tasks/card.py), listed as they are
@@ -381,9 +418,9 @@ def remove_unlisted(out: str, manifest: Manifest) -> None:
     ownership.record(out, manifest)
 
 
-@task(name="collect", task_run_name="collect[{composition}]", cache_policy=NO_CACHE, persist_result=False)
-def collect_task(samples: list[Sample], out: str, composition: str) -> CompositionStats:
-    return collect_composition(samples, out)
+@task(name="collect", task_run_name="collect[{samples.composition}]", cache_policy=NO_CACHE, persist_result=False)
+def collect_task(samples: SampleSet, out: str) -> CompositionStats:
+    return collect_composition(take(out, samples), out, samples.seconds)
 
 
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)

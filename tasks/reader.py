@@ -86,9 +86,15 @@ def check_manifest_paths(out: str, manifest: Manifest) -> None:
 def read_shard(out: str, stats: CompositionStats) -> list[Sample]:
     """A composition's samples, read through its manifest entry: path inside the dataset,
     bounded size, the recorded hash, one valid record per line with inside paths."""
-    uri = inside(out, stats.shard, f"{stats.composition}: shard")
+    return read_samples(out, stats.shard, stats.shard_sha256, stats.composition, "shard")
+
+
+def read_samples(out: str, path: str, sha: str, composition: str, what: str) -> list[Sample]:
+    """Sample records, one per line, of one composition (a shard, or the set a stage task
+    handed on), checked as read_shard says."""
+    uri = inside(out, path, f"{composition}: {what}")
     data = read_bytes(uri, limit=MAX_SHARD_BYTES)
-    if sha256(data) != stats.shard_sha256:
+    if sha256(data) != sha:
         raise BadInput(uri, "does not match the hash its composition recorded", code="changed")
     samples = []
     for number, line in enumerate(data.split(b"\n"), start=1):
@@ -99,8 +105,8 @@ def read_shard(out: str, stats: CompositionStats) -> list[Sample]:
             sample = Sample.model_validate(raw)
         except ValidationError as err:
             raise BadInput(uri, f"line {number}: not a sample record: {_errors(err)}", code="malformed") from err
-        if sample.composition != stats.composition:
-            raise BadInput(uri, f"line {number}: sample of {sample.composition!r} in {stats.composition!r}'s shard",
+        if sample.composition != composition:
+            raise BadInput(uri, f"line {number}: sample of {sample.composition!r} in {composition!r}'s {what}",
                            code="malformed")
         for stage, rel in sample.paths.items():
             inside(out, rel, f"{uri}: line {number}: paths.{stage}")

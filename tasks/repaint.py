@@ -10,10 +10,10 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from gen4gen.infra.records import Sample
+from gen4gen.infra.records import Sample, SampleSet
 from gen4gen.infra.storage import join, read_mask, read_rgb, write_png
 from gen4gen.models.contracts import Repainter
-from gen4gen.tasks.stage import IMAGE_FORMAT, Job, Stage, each_batch, run_samples
+from gen4gen.tasks.stage import IMAGE_FORMAT, Job, Stage, each_batch, run_set
 
 STAGE = "repaint"
 
@@ -60,5 +60,5 @@ REPAINT = Stage(
 
 
 @task(name="repaint", task_run_name="repaint[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
-def repaint_task(samples: list[Sample], job: Job) -> list[Sample]:
-    return run_samples(REPAINT, samples, job)
+def repaint_task(samples: SampleSet, job: Job) -> SampleSet:
+    return run_set(REPAINT, samples, job)

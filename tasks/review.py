@@ -33,8 +33,9 @@ from pydantic import Field
 from gen4gen.infra import artifacts
 from prefect.cache_policies import NO_CACHE
 from gen4gen.infra.storage import join, resolve, write_bytes
-from gen4gen.infra.records import DatasetConfig, Sample
+from gen4gen.infra.records import DatasetConfig, Sample, SampleSet
 from gen4gen.tasks.report import HUMAN_KEEP_RATING, build_review_page
+from gen4gen.tasks.stage import hand_on, take
 
 STAGE = "review"
 REASON = "human"
@@ -129,6 +130,7 @@ def ask_for_decisions(config: DatasetConfig, out: str, samples: list[Sample]) ->
     return dict(answer.decisions)
 
 
-@task(name="review", cache_policy=NO_CACHE, persist_result=False)
-def review_task(samples: list[Sample], decisions: dict[str, int], min_rating: int) -> list[Sample]:
-    return apply_decisions(samples, decisions, min_rating)
+@task(name="review", task_run_name="review[{samples.composition}]", cache_policy=NO_CACHE, persist_result=False)
+def review_task(samples: SampleSet, out: str, decisions: dict[str, int], min_rating: int) -> SampleSet:
+    given = take(out, samples)
+    return hand_on(out, STAGE, apply_decisions(given, decisions_for(given, decisions), min_rating), samples.seconds)

@@ -30,10 +30,11 @@ from typing import Any, Callable
 from gen4gen.infra import progress
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.limits import gpu_slot
-from gen4gen.infra.records import Composition, Cutout, DatasetConfig, Sample, StagesConfig
-from gen4gen.infra.storage import join, list_files, read_bytes, write_bytes
+from gen4gen.infra.records import Composition, Cutout, DatasetConfig, Sample, SampleSet, StagesConfig
+from gen4gen.infra.storage import exists, join, list_files, read_bytes, sha256, write_bytes
 from gen4gen.models import registry
 from gen4gen.tasks.common import digest
+from gen4gen.tasks.reader import read_samples
 
 # How stage images are encoded (infra/storage.py: encode_png), in the key of every stage that
 # writes images: the encoder lives in the foundation, outside any stage's code version, so a
@@ -130,12 +131,12 @@ def run_samples(stage: Stage, samples: list[Sample], job: Job) -> list[Sample]:
     live = [s for s in samples if s.alive]
     for s in live:
         s.stage_keys[stage.name] = stage.key(s, job)
-    committed = set() if job.refresh else _committed(job.out, job.composition.id, stage.name)
+    committed = set() if job.refresh else committed_names(job.out, job.composition.id, stage.name)
     todo = []
     for s in live:
         start = time.perf_counter()
         record = stage.path(s, "json")
-        cached = _read_record(job.out, record) if record.rsplit("/", 1)[1] in committed else None
+        cached = read_record(job.out, record) if record.rsplit("/", 1)[1] in committed else None
         if cached is None or cached.id != s.id:
             todo.append(s)
             continue
@@ -162,7 +163,42 @@ def run_samples(stage: Stage, samples: list[Sample], job: Job) -> list[Sample]:
     return samples
 
 
-def _committed(out: str, composition: str, stage: str) -> set[str]:
+# --------------------------------------------------------------------------- hand-over
+
+
+def run_set(stage: Stage, given: SampleSet, job: Job) -> SampleSet:
+    """What a stage task does: take the set the previous task handed on, run the stage
+    over it, hand its own set on."""
+    return hand_on(job.out, stage.name, run_samples(stage, take(job.out, given), job), given.seconds)
+
+
+def hand_on(out: str, stage: str, samples: list[Sample], seconds: dict[str, float] | None = None) -> SampleSet:
+    """Write one composition's samples after `stage` as a JSONL in the stage's folder and
+    return its SampleSet; `seconds` are the stage seconds so far, to which this stage's add.
+
+    Named by content, without timings: a rerun of the same recipe writes no new file, and
+    a damaged or swapped file is found by its hash when it is taken.
+    """
+    composition = samples[0].composition
+    data = "".join(s.model_dump_json(exclude={"seconds"}) + "\n" for s in samples).encode()
+    digest_ = sha256(data)
+    path = f"{STAGES_DIR}/{composition}/{stage}/set-{digest_[:16]}.jsonl"
+    if not exists(join(out, path)):
+        write_bytes(join(out, path), data)
+    total = dict(seconds or {})
+    for s in samples:
+        for name, t in s.seconds.items():
+            total[name] = total.get(name, 0.0) + t
+    return SampleSet(composition=composition, stage=stage, path=path, sha256=digest_, samples=len(samples),
+                     alive=sum(s.alive for s in samples), seconds={k: round(v, 4) for k, v in total.items()})
+
+
+def take(out: str, given: SampleSet) -> list[Sample]:
+    """The samples of a SampleSet, read and checked (tasks/reader.py: read_samples)."""
+    return read_samples(out, given.path, given.sha256, given.composition, f"{given.stage} set")
+
+
+def committed_names(out: str, composition: str, stage: str) -> set[str]:
     """Names of the records in a composition's stage folder: one listing instead of a
     request per sample (on S3, a LIST of up to 1000 keys per call)."""
     try:
@@ -171,7 +207,7 @@ def _committed(out: str, composition: str, stage: str) -> set[str]:
         return set()
 
 
-def _read_record(out: str, path: str) -> Sample | None:
+def read_record(out: str, path: str) -> Sample | None:
     """A committed record, or None when it is unreadable (then the sample is recomputed and
     the record rewritten: a damaged record costs a recomputation, never a wrong result)."""
     try:
