@@ -16,7 +16,7 @@ from gen4gen.tasks.plan import PLAN, plan_composition
 from gen4gen.tasks.publish import collect_composition, publish_dataset
 from gen4gen.tasks.repaint import REPAINT, repaint_task
 from gen4gen.tasks.segment import SEGMENT, cutouts_by_photo, segment_concept
-from gen4gen.tasks.stage import Job, run_samples
+from gen4gen.tasks.stage import Job, hand_on, run_set, take
 
 # The sample stages in the order they run, each with its thin Prefect task.
 SAMPLE_STAGES = ((COMPOSITE, composite_task), (REPAINT, repaint_task), (CAPTION, caption_task), (FILTER, filter_task))
@@ -58,10 +58,10 @@ def run_local(config: DatasetConfig, out: str | None = None, refresh: bool = Fal
     samples: dict[str, list[Sample]] = {}
     stats: list[CompositionStats] = []
     for cid, job in jobs(config, out, cutouts, refresh).items():
-        s = plan_composition(job, own_cutouts(job, cutouts))
+        handed = hand_on(out, PLAN.name, plan_composition(job, own_cutouts(job, cutouts)))
         for stage, _ in SAMPLE_STAGES:
-            s = run_samples(stage, s, job)
-        samples[cid] = s
-        stats.append(collect_composition(s, out))
+            handed = run_set(stage, handed, job)  # what each stage task does
+        samples[cid] = take(out, handed)
+        stats.append(collect_composition(samples[cid], out, handed.seconds))
     manifest = publish_dataset(config, out, stats, cutouts) if publish else None
     return manifest, samples, cutouts

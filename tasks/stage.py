@@ -31,7 +31,7 @@ from gen4gen.infra import progress
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.limits import gpu_slot
 from gen4gen.infra.records import Composition, Cutout, DatasetConfig, Sample, SampleSet, StagesConfig
-from gen4gen.infra.storage import exists, join, list_files, read_bytes, sha256, write_bytes
+from gen4gen.infra.storage import exists, inside, join, list_files, read_bytes, sha256, write_bytes
 from gen4gen.models import registry
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.reader import read_samples
@@ -168,8 +168,34 @@ def run_samples(stage: Stage, samples: list[Sample], job: Job) -> list[Sample]:
 
 def run_set(stage: Stage, given: SampleSet, job: Job) -> SampleSet:
     """What a stage task does: take the set the previous task handed on, run the stage
-    over it, hand its own set on."""
-    return hand_on(job.out, stage.name, run_samples(stage, take(job.out, given), job), given.seconds)
+    over it, hand its own set on.
+
+    A set the stage made before from the same input, at the same sample keys, is handed on
+    as it is (a note in the stage's folder, `from-{key}.json`, names it): an unchanged
+    composition costs a few files however many samples it has. Where anything differs the
+    sample loop decides per sample, as always.
+    """
+    start = time.perf_counter()
+    samples = take(job.out, given)
+    keys = [stage.key(s, job) if s.alive else "" for s in samples]
+    note = join(job.out, STAGES_DIR, job.composition.id, stage.name,
+                f"from-{digest(given.sha256, keys)[:KEY_LENGTH]}.json")
+    made = None if job.refresh else _read_set(job.out, note)
+    if made is not None:
+        progress.advance(job.composition.id, stage.name, len(samples))
+        return made.model_copy(update={"seconds": {**given.seconds, stage.name: round(time.perf_counter() - start, 4)}})
+    handed = hand_on(job.out, stage.name, run_samples(stage, samples, job), given.seconds)
+    write_bytes(note, handed.model_dump_json(exclude={"seconds"}).encode())  # after the set it names
+    return handed
+
+
+def _read_set(out: str, note: str) -> SampleSet | None:
+    """The set a note names, when the note is readable and its set is still there."""
+    try:
+        made = SampleSet.model_validate_json(read_bytes(note))
+        return made if exists(inside(out, made.path, note)) else None
+    except (BadInput, FileNotFoundError, ValueError):
+        return None
 
 
 def hand_on(out: str, stage: str, samples: list[Sample], seconds: dict[str, float] | None = None) -> SampleSet:

@@ -102,3 +102,64 @@ def test_publishing_removes_what_an_earlier_manifest_listed_and_nothing_else(run
     assert listed_before - listed_now and not Path(config.out, *next(iter(listed_before - listed_now)).split("/")).exists()
     assert foreign.exists(), "a file no manifest of ours listed is never deleted"
     assert sorted(p.name for p in foreign.parent.iterdir()) == sorted([foreign.name] + [Path(p).name for p in listed_now])
+
+
+# --------------------------------------------------------------------------- hand-over
+
+
+def _run_sets(config: DatasetConfig, refresh: bool = False) -> dict:
+    """Each composition's SampleSet after every stage, as the flow's tasks hand them on."""
+    from gen4gen.tasks.pipeline import SAMPLE_STAGES
+    from gen4gen.tasks.stage import hand_on, run_set
+
+    cutouts = {c.id: segment_concept(c, config.out, config.stages.segment) for c in config.concepts}
+    out = {}
+    for cid, job in jobs(config, config.out, cutouts, refresh).items():
+        handed = [hand_on(config.out, "plan", plan_composition(job, own_cutouts(job, cutouts)))]
+        for stage, _ in SAMPLE_STAGES:
+            handed.append(run_set(stage, handed[-1], job))
+        out[cid] = handed
+    return out
+
+
+def _computed():
+    from gen4gen.infra import progress
+
+    seen: list = []
+    return seen, progress.listen_computed(lambda comp, stage, n: seen.append((comp, stage, n)))
+
+
+def test_tasks_hand_on_small_sets_and_an_unchanged_composition_is_read_from_its_notes(tmp_path):
+    """What a task returns does not grow with the samples; a rerun hands on the same sets
+    without opening a sample's record, and a damaged note only costs reading the records."""
+    small = DatasetConfig.model_validate(small_recipe(tmp_path / "a", samples=2))
+    large = DatasetConfig.model_validate(small_recipe(tmp_path / "b", samples=8))
+    sizes = [len(s.model_dump_json()) for config in (small, large) for sets in _run_sets(config).values() for s in sets]
+    assert max(sizes) < 600  # a path, a hash and counts: the same at any sample count
+
+    first = _run_sets(large)
+    seen, stop = _computed()
+    records = list(Path(large.out, ".stages").rglob("*-*.json"))
+    for record in records:
+        if "/from-" not in str(record) and "/plan/" not in str(record):
+            record.unlink()  # were they read, the stages would have to recompute these
+    try:
+        again = _run_sets(large)
+    finally:
+        stop()
+    strip = lambda sets: {c: [s.model_copy(update={"seconds": {}}) for s in ss] for c, ss in sets.items()}  # noqa: E731
+    assert strip(again) == strip(first) and seen == []
+
+    # A note that is garbage, or names a path outside the dataset, is not trusted.
+    notes = sorted(Path(large.out, ".stages").rglob("from-*.json"))
+    assert notes
+    notes[0].write_bytes(b"{not json")
+    escaping = json.loads(notes[1].read_text())
+    notes[1].write_text(json.dumps({**escaping, "path": "../elsewhere.jsonl"}))
+    seen, stop = _computed()
+    try:
+        third = _run_sets(large)
+    finally:
+        stop()
+    assert strip(third) == strip(first)
+    assert sum(n for *_, n in seen) > 0  # the two stages whose notes were bad ran their samples
