@@ -1,8 +1,9 @@
 """The evaluate flow: a checkpoint + a held-out prompt set -> results.json beside the checkpoint.
 
-read checkpoint.json -> load the prompt set (and check it against the checkpoint) ->
-per composition: sample (personalised pipeline, seeded, batched) -> score (models/score.py:
-OWL-ViT + CLIP, CP-CLIP and TI-CLIP) -> summarise (bootstrap intervals, per composition,
+read checkpoint.json -> load the prompt set (and check it against the checkpoint, and that
+the scoring models' weights are there: models/score.py ensure_weights) -> per composition:
+sample (personalised pipeline, seeded, batched) -> score (models/score.py: OWL-ViT + CLIP,
+CP-CLIP and TI-CLIP) -> summarise (bootstrap intervals, per composition,
 by number of concepts), compare with the run's earlier checkpoints -> results.json and
 three artifacts (results table, history table, scored thumbnails). Wiring only.
 
@@ -26,6 +27,7 @@ from gen4gen.infra.artifacts import artifact_key
 
 from gen4gen.infra.config import shipped
 from gen4gen.infra.checkpoint import CheckpointError, normalise, read_checkpoint, siblings
+from gen4gen.models.score import ensure_weights
 from gen4gen.tasks.prompts import PromptSetError, check_against, load_prompt_set, prompt_set_sha256
 from gen4gen.tasks.sample import sample_task
 from gen4gen.tasks.summarise import (
@@ -95,6 +97,7 @@ def evaluate(
     if vision is not None:
         pset = pset.model_copy(update={"vision": vision})
     check_against(pset, {c.id: c.token for c in info.concepts})
+    ensure_weights(pset.vision)  # a missing CLIP or OWL-ViT fails now, not after sampling
     model = {
         "base_model": info.base_model,
         "base_revision": info.base_revision,
