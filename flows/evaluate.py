@@ -127,7 +127,7 @@ def evaluate(
             lineage.EVALUATED_EVENT,
             lineage.resource("evaluation", info.run, info.step, name=f"{info.run} step {info.step} on {pset.name}"),
             [lineage.checkpoint(info.run, info.step, role="checkpoint"), lineage.training_run(info.run),
-             dataset_version(info),
+             dataset_version(info.dataset, info.dataset_version),
              *lineage.flow_run(upstream, "training-flow-run")],
             {"results": out, "checkpoint": uri, "step": info.step, "run": info.run, "cp_clip": cp, "ti_clip": ti,
              "images": results.overall.images, "prompt_set": pset.name},
@@ -145,15 +145,16 @@ def evaluate(
     return out
 
 
-def dataset_version(info) -> dict:
-    """The related resource of the dataset version a checkpoint was trained on: the one
+def dataset_version(dataset: str, sha256: str) -> dict:
+    """The related resource of the dataset version a checkpoint was trained on (checkpoint.json's
+    `dataset`, `dataset_version`: the manifest's sha256): the one
     `checkpoint.landed` and `dataset.published` name (gen4gen.dataset-version.<name>.<version>),
     read from the manifest when the folder still holds that version (same sha256); else one
     named by the manifest's sha256, since the folder has been published again since."""
-    label = dataset_label(info.dataset, info.dataset_version)
+    label = dataset_label(dataset, sha256)
     if label is not None:
-        return lineage.dataset_version(*label, uri=info.dataset)
-    return lineage.resource("dataset-manifest", info.dataset_version[:12], role="dataset-version", name=info.dataset)
+        return lineage.dataset_version(*label, uri=dataset)
+    return lineage.resource("dataset-manifest", sha256[:12], role="dataset-version", name=dataset)
 
 
 def check_inputs(checkpoint: str, prompts: str) -> None:
