@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
+import threading
+import time
 
+import psutil
 import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import ValidationError
@@ -27,7 +31,22 @@ def test_dask_local_cluster_or_a_scheduler_address():
     assert remote.address == "tcp://10.0.0.5:8786"
 
 
-@pytest.mark.skipif(importlib.util.find_spec("prefect_ray") is not None, reason="prefect-ray is installed here")
+HAS_RAY = importlib.util.find_spec("prefect_ray") is not None and importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(not HAS_RAY, reason="needs the ray extra (pip install -e '.[ray]')")
+
+
+@needs_ray
+def test_ray_local_instance_or_a_cluster_address():
+    from prefect_ray import RayTaskRunner
+
+    local = task_runner(RunConfig.model_validate({"workers": 3, "runner": {"kind": "ray", "workers": 2}}))
+    assert isinstance(local, RayTaskRunner) and local.address is None
+    assert local.init_kwargs["num_cpus"] == 2 and local.init_kwargs["include_dashboard"] is False
+    remote = task_runner(RunConfig.model_validate({"runner": {"kind": "ray", "address": "ray://head:10001"}}))
+    assert remote.address == "ray://head:10001"
+
+
+@pytest.mark.skipif(HAS_RAY, reason="prefect-ray is installed here")
 def test_ray_without_its_package_is_a_clear_error():
     with pytest.raises(RunnerMissing, match=r"run.runner.kind = 'ray' needs the (ray|prefect-ray) package"):
         task_runner(RunConfig.model_validate({"runner": {"kind": "ray", "gpus_per_task": 1}}))
@@ -55,3 +74,82 @@ def test_a_local_dask_cluster_of_two_workers_publishes_the_same_dataset(tmp_path
     assert here == [], f"stages ran in the flow's process, not on the Dask workers: {here}"
     assert dask.kept == threads.kept and dask.planned == threads.planned
     assert dask.files == threads.files  # every published file, byte for byte (sha256)
+
+
+@pytest.fixture
+def ray_tmpdir(monkeypatch):
+    """Ray's files (sockets, logs, spilled objects) in a folder of the test's own, removed
+    after: a short path, as a Unix socket's may be at most 107 bytes (tmp_path's are long)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="g4g-ray-"))
+    monkeypatch.setenv("RAY_TMPDIR", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _ray_children() -> list[psutil.Process]:
+    """This process's descendants that are Ray's (its servers, agents and workers)."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            name, cmd = p.name(), " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if name in ("raylet", "gcs_server") or name.startswith("ray::") or "site-packages/ray/" in cmd:
+            found.append(p)
+    return found
+
+
+class _Listening(threading.Thread):
+    """Notes, every half second, the addresses Ray's processes listen on."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.seen: set[tuple[str, str]] = set()
+        self.stopped = threading.Event()
+
+    def run(self):
+        while not self.stopped.wait(0.5):
+            pids = {p.pid: p for p in _ray_children()}
+            for c in psutil.net_connections("inet"):
+                if c.status == psutil.CONN_LISTEN and c.pid in pids:
+                    self.seen.add((pids[c.pid].name(), c.laddr.ip))
+
+
+def _loopback(ip: str) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return addr.is_loopback or bool(getattr(addr, "ipv4_mapped", None) and addr.ipv4_mapped.is_loopback)
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_local_ray_instance_publishes_the_same_dataset_on_the_loopback_only(tmp_path, ray_tmpdir):
+    from gen4gen.infra import progress
+
+    raw = small_recipe(tmp_path, samples=1, canvas=128)
+    threads = run_recipe(raw, str(tmp_path / "threads"))
+    raw["run"]["runner"] = {"kind": "ray", "workers": 2}
+    here: list = []  # stages report progress in their own process: none may run in this one
+    stop = progress.listen_computed(lambda comp, stage, n: here.append((comp, stage)))
+    listening = _Listening()
+    listening.start()
+    try:
+        ray = run_recipe(raw, str(tmp_path / "ray"))
+    finally:
+        stop()
+        listening.stopped.set()
+        listening.join()
+    assert here == [], f"stages ran in the flow's process, not on Ray's workers: {here}"
+    assert ray.kept == threads.kept and ray.planned == threads.planned
+    assert ray.files == threads.files  # every published file, byte for byte (sha256)
+    assert {name for name, _ in listening.seen} >= {"raylet", "gcs_server"}, listening.seen
+    assert all(_loopback(ip) for _, ip in listening.seen), f"Ray listened beyond the loopback: {listening.seen}"
+    assert (ray_tmpdir / "ray").is_dir()  # Ray's files went where it was told
+    deadline = time.monotonic() + 15  # the runner shut its instance down: nothing of Ray is left
+    while (left := _ray_children()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"Ray processes still running: {[(p.pid, p.name()) for p in left]}"
