@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import json
 import threading
 import time
 
@@ -103,6 +104,13 @@ def _ray_children() -> list[psutil.Process]:
     return found
 
 
+def _assert_no_ray_left(within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while (left := _ray_children()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not left, f"Ray processes still running: {[(p.pid, p.name()) for p in left]}"
+
+
 class _Listening(threading.Thread):
     """Notes, every half second, the addresses Ray's processes listen on."""
 
@@ -138,18 +146,52 @@ def test_a_local_ray_instance_publishes_the_same_dataset_on_the_loopback_only(tm
     listening = _Listening()
     listening.start()
     try:
-        ray = run_recipe(raw, str(tmp_path / "ray"))
+        on_ray = run_recipe(raw, str(tmp_path / "ray"))
     finally:
         stop()
         listening.stopped.set()
         listening.join()
     assert here == [], f"stages ran in the flow's process, not on Ray's workers: {here}"
-    assert ray.kept == threads.kept and ray.planned == threads.planned
-    assert ray.files == threads.files  # every published file, byte for byte (sha256)
+    assert on_ray.kept == threads.kept and on_ray.planned == threads.planned
+    assert on_ray.files == threads.files  # every published file, byte for byte (sha256)
     assert {name for name, _ in listening.seen} >= {"raylet", "gcs_server"}, listening.seen
-    assert all(_loopback(ip) for _, ip in listening.seen), f"Ray listened beyond the loopback: {listening.seen}"
+    beyond = {(name, ip) for name, ip in listening.seen if not _loopback(ip)}
+    assert not beyond, f"Ray listened beyond the loopback: {beyond}"
     assert (ray_tmpdir / "ray").is_dir()  # Ray's files went where it was told
-    deadline = time.monotonic() + 15  # the runner shut its instance down: nothing of Ray is left
-    while (left := _ray_children()) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not left, f"Ray processes still running: {[(p.pid, p.name()) for p in left]}"
+    _assert_no_ray_left()  # the runner shut down the instance it started
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
+def test_on_ray_a_gpu_stage_asks_for_gpus_per_task_and_a_cpu_stage_for_none(
+    tmp_path, ray_tmpdir, monkeypatch
+):
+    from pathlib import Path
+
+    import ray_probe
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    monkeypatch.setenv(ray_probe.NOTES, str(notes))  # Ray's processes inherit it
+    monkeypatch.setenv("PYTHONPATH", str(Path(ray_probe.__file__).parent))  # ...and import it
+    raw = small_recipe(tmp_path, samples=1, canvas=96)
+    raw["stages"] = {"caption": {"backend": "noting-gpu"}, "filter": {"backend": "noting-cpu"}}
+    raw["run"]["runner"] = {"kind": "ray", "workers": 2, "gpus_per_task": 0.5}
+    task_runner(RunConfig.model_validate(raw["run"]))  # Ray's environment, before Ray starts
+    import ray
+
+    ray_probe.register()
+    # Ray counts a GPU it is told of (no device needed). Started here, for the workers' hook;
+    # the flow's runner uses a Ray already started and leaves it running.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False,
+             runtime_env={"worker_process_setup_hook": "ray_probe.register"})
+    try:
+        run_recipe(raw, str(tmp_path / "out"))
+    finally:
+        ray.shutdown()
+        ray_probe.unregister()
+    _assert_no_ray_left()
+    got = sorted((f.name.split("-")[0], json.loads(f.read_text())) for f in notes.iterdir())
+    # One caption and one filter task per composition, each noting what Ray gave it.
+    assert got == [("caption", {"CPU": 1.0, "GPU": 0.5})] * 2 + [("filter", {"CPU": 1.0})] * 2, got
