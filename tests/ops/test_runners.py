@@ -178,6 +178,7 @@ def test_on_ray_a_gpu_stage_asks_for_gpus_per_task_and_a_cpu_stage_for_none(
     raw = small_recipe(tmp_path, samples=1, canvas=96)
     raw["stages"] = {"caption": {"backend": "noting-gpu"}, "filter": {"backend": "noting-cpu"}}
     raw["run"]["runner"] = {"kind": "ray", "workers": 2, "gpus_per_task": 0.5}
+    raw["run"]["gpu_slots"] = 2  # both compositions caption at once (the Ray GPU holds two)
     task_runner(RunConfig.model_validate(raw["run"]))  # Ray's environment, before Ray starts
     import ray
 
