@@ -4,7 +4,7 @@ threads (default): a thread pool in the flow's process, `run.workers` wide.
 dask: prefect-dask; a local cluster of `runner.workers` processes (default `run.workers`),
       or an existing scheduler at `runner.address`.
 ray:  prefect-ray; a local Ray instance of `runner.workers` CPUs (default `run.workers`) on the
-      loopback only, no dashboard, no usage stats, logs rotated at 64 MiB; or the cluster at
+      loopback only, no dashboard UI, no usage stats, logs rotated at 64 MiB; or the cluster at
       `runner.address`. A Ray already started in the process (ray.init) is used as it is.
       GPU stages ask Ray for `runner.gpus_per_task` GPUs, CPU stages for none
       (infra/limits.py: submitting). Workers import gen4gen from the installed package.
@@ -72,7 +72,8 @@ def task_runner(run: RunConfig):
         if address:
             return RayTaskRunner(address=address)
         # One CPU per task (Ray's default) and `width` CPUs: as many stage tasks at once as
-        # Dask's workers. No dashboard: it needs a free port, and nothing here reads it.
+        # Dask's workers. No dashboard UI (nothing here reads it; Ray still runs a minimal head
+        # and its agents, on the loopback too).
         return RayTaskRunner(init_kwargs={"num_cpus": width, "include_dashboard": False})
     raise ValueError(f"run.runner.kind: unknown task runner {kind!r}")
 
