@@ -1,8 +1,9 @@
 """The evaluate flow: a checkpoint + a held-out prompt set -> results.json beside the checkpoint.
 
-read checkpoint.json -> load the prompt set (and check it against the checkpoint) ->
-per composition: sample (personalised pipeline, seeded, batched) -> score (models/score.py:
-OWL-ViT + CLIP, CP-CLIP and TI-CLIP) -> summarise (bootstrap intervals, per composition,
+read checkpoint.json -> load the prompt set (and check it against the checkpoint, and that
+the scoring models' weights are there: models/score.py ensure_weights) -> per composition:
+sample (personalised pipeline, seeded, batched) -> score (models/score.py: OWL-ViT + CLIP,
+CP-CLIP and TI-CLIP) -> summarise (bootstrap intervals, per composition,
 by number of concepts), compare with the run's earlier checkpoints -> results.json and
 three artifacts (results table, history table, scored thumbnails). Wiring only.
 
@@ -26,6 +27,8 @@ from gen4gen.infra.artifacts import artifact_key
 
 from gen4gen.infra.config import shipped
 from gen4gen.infra.checkpoint import CheckpointError, normalise, read_checkpoint, siblings
+from gen4gen.models.score import ensure_weights
+from gen4gen.tasks.reader import dataset_label
 from gen4gen.tasks.prompts import PromptSetError, check_against, load_prompt_set, prompt_set_sha256
 from gen4gen.tasks.sample import sample_task
 from gen4gen.tasks.summarise import (
@@ -95,6 +98,7 @@ def evaluate(
     if vision is not None:
         pset = pset.model_copy(update={"vision": vision})
     check_against(pset, {c.id: c.token for c in info.concepts})
+    ensure_weights(pset.vision)  # a missing CLIP or OWL-ViT fails now, not after sampling
     model = {
         "base_model": info.base_model,
         "base_revision": info.base_revision,
@@ -126,7 +130,7 @@ def evaluate(
             lineage.EVALUATED_EVENT,
             lineage.resource("evaluation", info.run, info.step, name=f"{info.run} step {info.step} on {pset.name}"),
             [lineage.checkpoint(info.run, info.step, role="checkpoint"), lineage.training_run(info.run),
-             lineage.resource("dataset-uri", info.dataset_version[:12], role="dataset-version", name=info.dataset),
+             dataset_version(info.dataset, info.dataset_version),
              *lineage.flow_run(upstream, "training-flow-run")],
             {"results": out, "checkpoint": uri, "step": info.step, "run": info.run, "cp_clip": cp, "ti_clip": ti,
              "images": results.overall.images, "prompt_set": pset.name},
@@ -142,6 +146,18 @@ def evaluate(
     log.info("CP-CLIP %.3f, TI-CLIP %.3f over %d images: %s", results.overall.cp_clip.mean,
              results.overall.ti_clip.mean, results.overall.images, out)
     return out
+
+
+def dataset_version(dataset: str, sha256: str) -> dict:
+    """The related resource of the dataset version a checkpoint was trained on (checkpoint.json's
+    `dataset`, `dataset_version`: the manifest's sha256): the one
+    `checkpoint.landed` and `dataset.published` name (gen4gen.dataset-version.<name>.<version>),
+    read from the manifest when the folder still holds that version (same sha256); else one
+    named by the manifest's sha256, since the folder has been published again since."""
+    label = dataset_label(dataset, sha256)
+    if label is not None:
+        return lineage.dataset_version(*label, uri=dataset)
+    return lineage.resource("dataset-manifest", sha256[:12], role="dataset-version", name=dataset)
 
 
 def check_inputs(checkpoint: str, prompts: str) -> None:

@@ -19,7 +19,7 @@ from gen4gen.infra.checkpoint import CheckpointInfo
 from gen4gen.infra import limits, lineage
 from gen4gen.models import hf
 from gen4gen.infra.storage import join
-from gen4gen.tasks.reader import read_manifest
+from gen4gen.tasks import reader
 from gen4gen.tasks.train import TrainConfig, TrainResult, read_training_set, run_id, train_task
 
 LANDED_EVENT = lineage.LANDED_EVENT
@@ -28,11 +28,7 @@ LANDED_EVENT = lineage.LANDED_EVENT
 def dataset_label(uri: str) -> tuple[str, str]:
     """(name, version) from a dataset's manifest; ("?", "?") when it cannot be read here
     (the flow then fails on reading it, with the reason)."""
-    try:
-        m = read_manifest(uri)
-        return m.dataset, m.version
-    except Exception:
-        return "?", "?"
+    return reader.dataset_label(uri) or ("?", "?")
 
 
 def run_name() -> str:

@@ -443,7 +443,7 @@ class RunnerConfig(Record):
 
     kind: Literal["threads", "dask", "ray"] = "threads"
     address: str | None = Field(default=None, description="dask scheduler (tcp://host:8786) or ray address; none: a local cluster")
-    workers: int | None = Field(default=None, ge=1, le=1024, description="local cluster workers (default run.workers)")
+    workers: int | None = Field(default=None, ge=1, le=1024, description="local cluster: Dask workers, or Ray CPUs (default run.workers)")
     gpus_per_task: float = Field(default=1.0, gt=0, description="ray: GPUs reserved by each GPU task")
 
 

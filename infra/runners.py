@@ -3,13 +3,17 @@
 threads (default): a thread pool in the flow's process, `run.workers` wide.
 dask: prefect-dask; a local cluster of `runner.workers` processes (default `run.workers`),
       or an existing scheduler at `runner.address`.
-ray:  prefect-ray; a local Ray or the cluster at `runner.address`; GPU stages ask Ray for
-      `runner.gpus_per_task` GPUs (infra/limits.py: submitting). Not installed here.
+ray:  prefect-ray; a local Ray instance of `runner.workers` CPUs (default `run.workers`) on the
+      loopback only, no dashboard UI, no usage stats, logs rotated at 64 MiB; or the cluster at
+      `runner.address`. A Ray already started in the process (ray.init) is used as it is.
+      GPU stages ask Ray for `runner.gpus_per_task` GPUs, CPU stages for none
+      (infra/limits.py: submitting). Workers import gen4gen from the installed package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator
 
 from prefect.context import FlowRunContext
@@ -34,6 +38,18 @@ def _need(kind: str, package: str, module: str):
         ) from err
 
 
+# Read by Ray when it is imported or starts a node, so set before either (values set by the
+# operator win: only unset ones are filled).
+_RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}  # never phone home, nor ask
+_LOCAL_RAY_ENV = {
+    # A local node binds its servers to the host's address even when told 127.0.0.1 (Ray turns
+    # localhost into the host IP) unless clusters are off, as on macOS: then all use loopback.
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_ROTATION_MAX_BYTES": str(64 << 20),  # each log file at most 64 MiB (Ray's: 512 MiB x 5)
+    "RAY_ROTATION_BACKUP_COUNT": "1",
+}
+
+
 def task_runner(run: RunConfig):
     kind, address = run.runner.kind, run.runner.address
     width = run.runner.workers or run.workers
@@ -49,11 +65,16 @@ def task_runner(run: RunConfig):
             cluster_kwargs={"n_workers": width, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
         )
     if kind == "ray":
+        for name, value in {**_RAY_ENV, **({} if address else _LOCAL_RAY_ENV)}.items():
+            os.environ.setdefault(name, value)
         _need(kind, "ray", "ray")
         RayTaskRunner = _need(kind, "prefect-ray", "prefect_ray").RayTaskRunner
         if address:
             return RayTaskRunner(address=address)
-        return RayTaskRunner(init_kwargs={"num_cpus": width})
+        # One CPU per task (Ray's default) and `width` CPUs: as many stage tasks at once as
+        # Dask's workers. No dashboard UI (nothing here reads it; Ray still runs a minimal head
+        # and its agents, on the loopback too).
+        return RayTaskRunner(init_kwargs={"num_cpus": width, "include_dashboard": False})
     raise ValueError(f"run.runner.kind: unknown task runner {kind!r}")
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 DTYPES = {"float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float32": "float32", "fp32": "float32"}
@@ -72,11 +72,12 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
-def _fixes(key: str, model: str, revision: str | None) -> str:
+def _fixes(key: str, model: str, revision: str | None, files: str = "",
+           local: str = "a local folder holding the weights (save_pretrained layout)") -> str:
     rev = f" --revision {revision}" if revision else ""
-    return (f"Fix it either way: (1) on a machine that reaches the hub, `hf download {model}{rev}` into this "
+    return (f"Fix it either way: (1) on a machine that reaches the hub, `hf download {model}{files}{rev}` into this "
             f"cache (same HF_HOME / HF_HUB_CACHE; copy the cache folder over if this machine is offline); "
-            f"or (2) set option {key!r} to a local folder holding the weights (save_pretrained layout).")
+            f"or (2) set option {key!r} to {local}.")
 
 
 def ensure_available(src: Source, *, what: str, key: str = "model") -> Source:
@@ -110,6 +111,32 @@ def ensure_available(src: Source, *, what: str, key: str = "model") -> Source:
                              f"did not supply it ({type(err).__name__}: {str(err)[:200]}). "
                              f"{_fixes(key, src.path, src.revision)}") from None
     return src
+
+
+def ensure_hub_file(repo: str, filenames: Sequence[str], *, what: str, key: str, local: str) -> str | None:
+    """For a loader that fetches one file of a hub repo itself (open_clip): the cached path of
+    the first of `filenames` in `repo` (at main); else, as `ensure_available`, WeightsMissing
+    naming the repo, the files, the cache looked in and the two fixes, unless online and the
+    hub answers for the repo within seconds (then None: the loader downloads it)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    for name in filenames:
+        hit = try_to_load_from_cache(repo, name)
+        if isinstance(hit, str):
+            return hit
+    files = " or ".join(filenames)
+    missing = f"{what}: hub repo {repo!r} (file {files}) is not in the local Hugging Face cache {constants.HF_HUB_CACHE}"
+    fixes = _fixes(key, repo, None, f" {filenames[0]}", local)
+    if _offline():
+        raise WeightsMissing(f"{missing}, and the hub is off (HF_HUB_OFFLINE=1), so nothing can be downloaded. {fixes}")
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(repo, timeout=HUB_TIMEOUT)
+    except Exception as err:
+        raise WeightsMissing(f"{missing}, and the hub did not supply it ({type(err).__name__}: {str(err)[:200]}). "
+                             f"{fixes}") from None
+    return None
 
 
 def source(options: dict[str, Any], key: str = "model", *, what: str, check: bool = True) -> Source:

@@ -194,6 +194,19 @@ def _assign(group: list[str], dets: list[Detection | None], crop_feats: dict[int
     return out
 
 
+def ensure_weights(vision_options: Mapping[str, Any] | None) -> None:
+    """hf.WeightsMissing now, naming what is missing and the fixes, unless both scoring models'
+    weights are there to load (CLIP through open_clip, OWL-ViT through transformers); nothing
+    loads. The evaluate flow calls it before sampling, which would otherwise come first."""
+    from gen4gen.models import hf
+    from gen4gen.models.vision import CLIP_DEFAULTS, OWLVIT_DEFAULT, clip_weights
+
+    options = dict(vision_options or {})
+    clip, owl = options.get("clip") or {}, options.get("owlvit") or {}
+    clip_weights(clip.get("model", CLIP_DEFAULTS["model"]), clip.get("pretrained", CLIP_DEFAULTS["pretrained"]))
+    hf.source({"model": owl.get("model", OWLVIT_DEFAULT), "revision": owl.get("revision")}, what="vision.owlvit")
+
+
 def score_images(images: Sequence[Any], concepts_per_image: Sequence[Sequence[Any]], prompts: Sequence[str],
                  sources: Mapping[str, Sequence[Any]], vision_options: Mapping[str, Any] | None = None,
                  *, threshold: float | None = None) -> list[ImageScore]:

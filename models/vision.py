@@ -40,6 +40,50 @@ def _rgb(image: Any, name: str) -> np.ndarray:
 
 # --------------------------------------------------------------------------- CLIP
 
+CLIP_LOCAL = "a local checkpoint file (open_clip's state dict: open_clip_model.safetensors or a .pt/.bin)"
+
+
+def clip_weights(model: str, pretrained: str | None, what: str = "vision.clip") -> str | None:
+    """Where open_clip will read `pretrained` of `model` from, checked before anything loads
+    (models/hf.py's rule, for open_clip's names): a checkpoint file must exist; a tag resolves
+    through open_clip's table to a hub repo (timm/..., laion/...) whose weights file must be in
+    the local HF cache or, online, on a hub that answers. Without it a missing tag meant hub
+    retries inside open_clip, then an error naming neither the tag nor the fix. Returns the
+    file, or None (random weights; a download to come)."""
+    import open_clip
+
+    if not pretrained:
+        return None
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    named = f"{what}: model {model!r} pretrained {pretrained!r}"
+    if not cfg:
+        path = os.path.expanduser(pretrained)
+        if os.path.isfile(path):
+            return path
+        raise hf.WeightsMissing(
+            f"{named} is neither a tag of {model} ({open_clip.list_pretrained_tags_by_model(model)}) nor a "
+            f"checkpoint file (looked for that path on this machine). Fix it either way: (1) give one of those "
+            f"tags (its weights in the local Hugging Face cache), or (2) set option 'pretrained' to {CLIP_LOCAL}.")
+    if cfg.get("file"):  # a table entry of a local file (open_clip reads it as is)
+        return clip_weights(model, cfg["file"], what)
+    if cfg.get("hf_hub"):
+        # As open_clip.download_pretrained: 'org/repo/' is the default file, .safetensors first.
+        repo, filename = os.path.split(cfg["hf_hub"])
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        if not filename or filename == HF_WEIGHTS_NAME:
+            names = [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        else:
+            names = ([filename[:-4] + ".safetensors"] if filename.endswith((".bin", ".pth")) else []) + [filename]
+        return hf.ensure_hub_file(repo, names, what=named, key="pretrained", local=CLIP_LOCAL)
+    # A URL only (no tag of open_clip 3.3 is): open_clip downloads it into ~/.cache/clip.
+    cached = os.path.expanduser(os.path.join("~/.cache/clip", os.path.basename(cfg.get("url", ""))))
+    if os.path.isfile(cached) or not hf._offline():
+        return cached if os.path.isfile(cached) else None
+    raise hf.WeightsMissing(f"{named} is {cfg.get('url')}, not in {os.path.dirname(cached)}, and this machine is "
+                            f"offline (HF_HUB_OFFLINE=1). Fix it either way: (1) download it there, or (2) set "
+                            f"option 'pretrained' to {CLIP_LOCAL}.")
+
 
 class Clip:
     """open_clip CLIP: L2-normalised image and text features, float32 numpy, in batches.
@@ -74,18 +118,14 @@ class Clip:
         if model not in open_clip.list_models():
             raise ValueError(f"vision.clip: unknown architecture {model!r} (give model_config for a custom one)")
         quick_gelu = False
+        found = clip_weights(model, pretrained)  # missing weights: WeightsMissing now, not retries
         if pretrained:
             tag = open_clip.get_pretrained_cfg(model, pretrained)
             if tag:
                 # OpenAI's weights were trained with QuickGELU; the plain config uses GELU.
                 quick_gelu = bool(tag.get("quick_gelu", False))
-            elif not os.path.isfile(os.path.expanduser(pretrained)):
-                raise FileNotFoundError(
-                    f"vision.clip: pretrained {pretrained!r} is neither a tag of {model} "
-                    f"({open_clip.list_pretrained_tags_by_model(model)}) nor a checkpoint file"
-                )
             else:
-                pretrained = os.path.expanduser(pretrained)
+                pretrained = found  # the checkpoint file, ~ expanded
         precision = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(self.dtype, "fp32")
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(
             model, pretrained=pretrained or None, precision=precision, device=lifecycle.build_device(self.device),

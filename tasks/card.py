@@ -15,6 +15,8 @@ run on another task runner publishes an identical card.
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Sequence
 
 import yaml
@@ -32,6 +34,8 @@ FEATURES = [  # metadata.jsonl's columns (tasks/publish.py: metadata_rows), file
     {"name": "scene", "dtype": "string"},
     {"name": "sample_id", "dtype": "string"},
 ]
+FALLBACK_WORD = "object"  # one CLIP token; the initializer of a category with no one-token word
+SCRIPT = "$DIFFUSERS/examples/custom_diffusion/train_custom_diffusion.py"  # in the user's clone
 SECRET_WORDS = ("key", "secret", "password", "token", "credential")  # option names never shown
 
 
@@ -43,9 +47,13 @@ def size_category(n: int) -> str:
 
 
 def initializer_word(category: str) -> str:
-    """One word for diffusers' --initializer_token, which must be a single tokenizer token:
-    the category's last word ('teddy bear' -> 'bear'), lower-cased."""
-    return category.split()[-1].lower()
+    """One word for diffusers' --initializer_token, which must be one token of the base's CLIP
+    tokenizer (SD 1.5's BPE is open_clip's): the category's last word that is ('teddy bear' ->
+    'bear', 't-shirt' -> 'shirt', 'hairdryer' (two tokens) -> 'object')."""
+    from gen4gen.models.captioner import clip_words
+
+    words = re.findall(r"[a-z]+", category.lower())
+    return next((w for w in reversed(words) if w in clip_words()), FALLBACK_WORD)
 
 
 def _options(options: dict) -> dict:
@@ -133,12 +141,15 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         "## Train on it",
         "",
         "With diffusers' [`train_custom_diffusion.py`](https://github.com/huggingface/diffusers/tree/main/examples/"
-        "custom_diffusion), from this folder (`concepts_list.json` paths are relative to it). Its default "
-        "`--initializer_token` does not fit these tokens: each `--modifier_token` starts from its category word.",
+        "custom_diffusion): `DIFFUSERS` is a clone of diffusers at the tag of your installed version (the script "
+        "checks it) with `examples/custom_diffusion/requirements.txt` installed. Run it from this folder: "
+        "`concepts_list.json` paths are relative to it. The base may be a hub id or a local folder of one. "
+        "Its default `--initializer_token` does not fit these tokens: each `--modifier_token` starts from "
+        "its category word (one CLIP token).",
         "",
         "```bash",
-        "accelerate launch train_custom_diffusion.py \\",
-        f"  --pretrained_model_name_or_path={base_model} \\",
+        f'accelerate launch "{SCRIPT}" \\',
+        f"  --pretrained_model_name_or_path={shlex.quote(base_model)} \\",
         "  --concepts_list=concepts_list.json \\",
         f'  --modifier_token="{modifier}" \\',
         f'  --initializer_token="{initializer}" \\',
@@ -155,5 +166,7 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         "```",
         "",
     ]
+    if not concepts:  # an empty --modifier_token or concepts_list fails the script
+        lines = lines[: lines.index("## Train on it") + 2] + ["Nothing was kept: there is nothing to train on.", ""]
     front = yaml.safe_dump(header(config, kept), sort_keys=False, allow_unicode=True)
     return (f"---\n{front}---\n\n" + "\n".join(lines)).encode()

@@ -57,16 +57,31 @@ def _errors(err: ValidationError, limit: int = 3) -> str:
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
-def read_manifest(out: str) -> Manifest:
-    """The dataset's manifest, whole and with every path it names inside the dataset."""
+def read_manifest(out: str, expect_sha256: str | None = None) -> Manifest:
+    """The dataset's manifest, whole and with every path it names inside the dataset.
+    `expect_sha256`: the manifest's bytes must have this sha256 (the version a checkpoint
+    was trained on), else BadInput `changed` (the folder was published again since)."""
     uri = join(resolve(out), MANIFEST)
-    raw = load_json(read_bytes(uri, limit=MAX_MANIFEST_BYTES), uri)
+    data = read_bytes(uri, limit=MAX_MANIFEST_BYTES)
+    if expect_sha256 is not None and sha256(data) != expect_sha256:
+        raise BadInput(uri, f"is no longer the version {expect_sha256[:12]}", code="changed")
+    raw = load_json(data, uri)
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as err:
         raise BadInput(uri, f"not a manifest of this project: {_errors(err)}", code="malformed") from err
     check_manifest_paths(out, manifest)
     return manifest
+
+
+def dataset_label(out: str, expect_sha256: str | None = None) -> tuple[str, str] | None:
+    """(name, version) from the dataset's manifest, for labels and lineage; None when it
+    cannot be read here, or is not the expected version any more (`read_manifest`)."""
+    try:
+        m = read_manifest(out, expect_sha256)
+    except Exception:  # a label: whoever needs the dataset itself reads it and fails with the reason
+        return None
+    return m.dataset, m.version
 
 
 def check_manifest_paths(out: str, manifest: Manifest) -> None:

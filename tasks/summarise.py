@@ -22,6 +22,7 @@ from pydantic import Field
 from gen4gen.infra import limits
 from gen4gen.models import hf
 from gen4gen.infra.artifacts import artifact_key
+from gen4gen.infra.checkpoint import siblings
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.storage import exists, join, read_bytes, signed_url, write_bytes
 from gen4gen.models.metrics import bootstrap
@@ -170,17 +171,23 @@ def result_rows(results: Results) -> list[dict]:
 
 
 def comparison_rows(results: Results) -> list[dict]:
-    """This checkpoint beside the run's earlier ones, by step (every row the same columns)."""
+    """This checkpoint beside the run's earlier ones, by step (every row the same columns;
+    the means are numbers, so the history table sorts and plots by them)."""
     this = EarlierRow(checkpoint=results.checkpoint, step=results.step, prompt_set=results.prompt_set["name"],
                       same_prompts=True, overall=results.overall, by_concepts=results.by_concepts)
     rows = sorted([*results.earlier, this], key=lambda r: r.step)
     return [
         {"step": r.step, "checkpoint": r.checkpoint.rsplit("/", 1)[-1] + (" (this)" if r is this else ""),
          "same prompts": "yes" if r.same_prompts else f"no ({r.prompt_set})",
-         "CP-CLIP": _fmt(r.overall.cp_clip), "TI-CLIP": _fmt(r.overall.ti_clip),
-         **{f"CP-CLIP {g}": (f"{r.by_concepts[g].cp_clip.mean:.3f}" if g in r.by_concepts else "-") for g in GROUPS}}
+         "CP-CLIP": round(r.overall.cp_clip.mean, 4), "CP-CLIP 95% CI": _ci(r.overall.cp_clip),
+         "TI-CLIP": round(r.overall.ti_clip.mean, 4), "TI-CLIP 95% CI": _ci(r.overall.ti_clip),
+         **{f"CP-CLIP {g}": (round(r.by_concepts[g].cp_clip.mean, 4) if g in r.by_concepts else None) for g in GROUPS}}
         for r in rows
     ]
+
+
+def _ci(iv: Interval) -> str:
+    return f"[{iv.low:.3f}, {iv.high:.3f}]"
 
 
 def text_table(rows: list[dict]) -> str:
@@ -251,11 +258,41 @@ def publish_artifacts(results: Results) -> list[str]:
     head = f"{results.run} step {results.step} on {results.prompt_set['name']}"
     create_table_artifact(result_rows(results), key=results_key(results),
                           description=f"{head}: CP-CLIP / TI-CLIP, mean and 95% bootstrap interval")
-    create_table_artifact(comparison_rows(results), key=history_key(results),
-                          description=f"{results.run}: every evaluated checkpoint, by step")
+    publish_history(results)
     create_markdown_artifact(thumbnails_markdown(results), key=thumbnails_key(results),
                              description=f"{head}: scored samples")
     return [results_key(results), history_key(results), thumbnails_key(results)]
+
+
+def history_rows(results: Results) -> tuple[list[dict], list[tuple[str, datetime]]]:
+    """The run's history as its checkpoints' results.json files say now: this evaluation
+    and every sibling checkpoint evaluated so far, by step; and what it was read from."""
+    earlier = [r for r in (read_results(s) for s in siblings(results.checkpoint)) if r is not None]
+    rows = comparison_rows(results.model_copy(update={"earlier": earlier_rows(earlier, results.prompt_set["sha256"])}))
+    return rows, sorted((r.checkpoint, r.created) for r in earlier)
+
+
+def publish_history(results: Results, rounds: int = 10) -> list[dict]:
+    """The run's evaluation history (`history_key`: CP-CLIP / TI-CLIP of every evaluated
+    checkpoint, by step), rebuilt from the siblings' results.json, not from `earlier`.
+
+    Evaluations of one run are separate flow runs that finish close together, each
+    writing its results.json before this. A table built before another one's results.json
+    landed would lack it, and may still be the newest version of the artifact; so the
+    siblings are read again after publishing, and the table published again while that
+    finds one it lacked. Whichever evaluation publishes last has then read every
+    results.json written before it, so the newest table holds them all."""
+    from prefect.artifacts import create_table_artifact
+
+    rows, read = history_rows(results)
+    for _ in range(rounds):
+        create_table_artifact(rows, key=history_key(results),
+                              description=f"{results.run}: every evaluated checkpoint, by step")
+        rows, again = history_rows(results)
+        if again == read:
+            break
+        read = again
+    return rows
 
 
 def now() -> datetime:

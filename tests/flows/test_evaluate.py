@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -117,6 +118,37 @@ def test_bad_inputs_are_named(prefect_harness, tiny_run, prompt_file, tmp_path):
     unknown.write_text(yaml.safe_dump(raw))
     with pytest.raises(EvaluationError, match=r"concept\(s\) \['dog'\] are not in the checkpoint"):
         check_inputs(str(tiny_run["checkpoints"][100]), str(unknown))
+
+
+def test_an_uncached_open_clip_fails_the_evaluation_in_seconds_before_sampling(
+        prefect_harness, tiny_run, prompt_file, tiny_vision, tmp_path, monkeypatch):
+    import open_clip  # noqa: F401  (imported before the clock: the import is not the wait fixed)
+    from huggingface_hub import constants
+
+    from gen4gen.flows.evaluate import evaluate
+    from gen4gen.models import hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # empty; the constant is read at import
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    from tests.tiny.checkpoint import WEIGHTS
+
+    checkpoint = tmp_path / "train" / "checkpoints" / "step-000100"  # as trained: no samples yet
+    keep = {WEIGHTS, "embeddings", "checkpoint.json"}
+    shutil.copytree(tiny_run["checkpoints"][100], checkpoint, ignore=lambda d, names: [n for n in names
+                    if d == str(tiny_run["checkpoints"][100]) and n not in keep])
+    before = sorted(p.name for p in checkpoint.iterdir())
+    assert set(before) == keep
+    vision = {"clip": {"model": "ViT-B-32", "pretrained": "openai", "device": "cpu"}, "owlvit": tiny_vision["owlvit"]}
+    start = time.monotonic()
+    state = evaluate(str(checkpoint), prompt_file, vision=vision, device="cpu", return_state=True)
+    assert state.is_failed() and time.monotonic() - start < 5
+    err = state.result(raise_on_failure=False)
+    assert isinstance(err, hf.WeightsMissing)
+    for part in ("'ViT-B-32'", "'openai'", "timm/vit_base_patch32_clip_224.openai", str(tmp_path / "hf" / "hub"),
+                 "hf download", "local checkpoint file"):
+        assert part in str(err), part
+    assert sorted(p.name for p in checkpoint.iterdir()) == before  # nothing sampled
 
 
 def test_cli_prints_the_results_table(prefect_harness, tiny_run, prompt_file, tmp_path):

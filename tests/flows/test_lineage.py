@@ -71,3 +71,20 @@ def test_an_event_template_without_a_run_id_adds_no_link():
     assert flow_run("None", "x") == [] and flow_run(None, "x") == []
     rid = str(uuid.uuid4())
     assert flow_run(rid, "x") == [{"prefect.resource.id": f"prefect.flow-run.{rid}", "prefect.resource.role": "x"}]
+
+
+def test_an_evaluation_names_the_version_its_checkpoint_was_trained_on(tmp_path):
+    """evaluation.completed's dataset version is the id checkpoint.landed and
+    dataset.published use, while the folder holds that manifest; once the folder is published
+    again (another manifest there) it is named by the trained manifest's sha256 instead."""
+    from gen4gen.flows.evaluate import dataset_version
+    from gen4gen.infra.storage import join, read_bytes, sha256
+    from tests.tiny.dataset import published_small
+
+    dataset = published_small()
+    trained = sha256(read_bytes(join(dataset, "manifest.json")))
+    res = dataset_version(dataset, trained)
+    assert res["prefect.resource.id"] == "gen4gen.dataset-version.small.v1"
+    assert res["prefect.resource.role"] == "dataset-version" and res["gen4gen.uri"] == dataset
+    other = "f" * 64  # a checkpoint trained on a manifest this folder no longer holds
+    assert dataset_version(dataset, other)["prefect.resource.id"] == "gen4gen.dataset-manifest.ffffffffffff"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,64 @@ def test_detection_crop_clips_to_the_image():
     image = np.zeros((10, 20, 3), np.uint8)
     assert Detection((-5.0, -5.0, 100.0, 100.0), 0.9).crop(image).shape == (10, 20, 3)
     assert Detection((19.6, 9.9, 19.7, 9.95), 0.9).crop(image).shape == (1, 1, 3)
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    """Offline, and a Hugging Face cache with nothing in it (huggingface_hub reads its cache
+    folder once at import, so the constant is pointed there too)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    return tmp_path / "hf" / "hub"
+
+
+def test_scoring_with_an_uncached_open_clip_tag_fails_at_once_naming_tag_hub_cache_and_fixes(
+        empty_hf_cache, tiny_vision):
+    import open_clip  # noqa: F401  (imported before the clock: the import is not the wait fixed)
+
+    from gen4gen.models import hf
+    from gen4gen.models.score import score_images
+
+    photo = _images(1)[0]
+    cat = {"id": "chelsea", "category": "cat", "token": "<chelsea>"}
+    vision = {"clip": {"model": "ViT-B-32", "pretrained": "openai", "device": "cpu"}, "owlvit": tiny_vision["owlvit"]}
+    start = time.monotonic()
+    with pytest.raises(hf.WeightsMissing) as err:
+        score_images([photo], [[cat]], ["a <chelsea> cat"], {"chelsea": [photo]}, vision)
+    assert time.monotonic() - start < 5
+    text = str(err.value)
+    for part in ("vision.clip", "'ViT-B-32'", "'openai'", "'timm/vit_base_patch32_clip_224.openai'",
+                 str(empty_hf_cache), "HF_HUB_OFFLINE=1",
+                 "hf download timm/vit_base_patch32_clip_224.openai open_clip_model.safetensors",
+                 "set option 'pretrained' to a local checkpoint file"):
+        assert part in text, part
+
+
+def _cache(root, repo: str, filename: str) -> str:
+    """One file of `repo` at main in a hub cache laid out as huggingface_hub writes it."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    folder = root / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(sha)
+    (folder / "snapshots" / sha).mkdir(parents=True)
+    (folder / "snapshots" / sha / filename).write_bytes(b"weights")
+    return str(folder / "snapshots" / sha / filename)
+
+
+def test_a_cached_tag_and_a_local_checkpoint_pass_the_check_and_a_missing_file_does_not(
+        empty_hf_cache, tiny_vision, tmp_path):
+    from gen4gen.models import hf
+    from gen4gen.models.vision import clip_weights
+
+    # The legacy .bin name counts as open_clip falls back to it; the hub id is open_clip's.
+    cached = _cache(empty_hf_cache, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_pytorch_model.bin")
+    assert clip_weights("ViT-B-32", "laion2b_s34b_b79k") == cached
+    opts = tiny_vision["clip"]
+    assert clip_weights(opts["model"], opts["pretrained"]) == opts["pretrained"]
+    assert clip_weights("ViT-B-32", None) is None  # random weights: nothing to check
+    with pytest.raises(hf.WeightsMissing, match="neither a tag of ViT-B-32") as err:
+        clip_weights("ViT-B-32", str(tmp_path / "gone.safetensors"))
+    assert "'openai'" in str(err.value) and str(tmp_path / "gone.safetensors") in str(err.value)

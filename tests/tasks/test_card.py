@@ -5,6 +5,10 @@ how it was made and how to train on it."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 import yaml
@@ -88,3 +92,68 @@ def test_option_secrets_never_reach_the_card(published):
         "api_key": "sk-live-123", "api_key_env": "OPENAI_API_KEY", "model": "m"}}}}
     text = dataset_card(type(config).model_validate(raw), manifest).decode()
     assert "sk-live-123" not in text and "OPENAI_API_KEY" in text
+
+
+def card_command(card: str) -> list[str]:
+    """The card's train_custom_diffusion.py command as the shell would split it."""
+    from benchmarks.card_command import train_command
+
+    return shlex.split(train_command(card).replace("\\\n", " "))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    """CLIP's tokenizer (SD 1.5's), built offline from open_clip's BPE file."""
+    from tests.tiny.tokenizer import clip_tokenizer
+
+    return clip_tokenizer(tmp_path_factory.mktemp("clip"))
+
+
+def test_the_diffusers_command_names_files_that_exist_and_one_token_initializers(published, tokenizer):
+    config, manifest, out = published
+    argv = card_command((out / "README.md").read_text())
+    assert argv[:3] == ["accelerate", "launch", "$DIFFUSERS/examples/custom_diffusion/train_custom_diffusion.py"]
+    opts = dict(a[2:].split("=", 1) for a in argv[3:])
+    # Run from the dataset folder (as the card says): every path it names resolves there.
+    entries = json.loads((out / opts["concepts_list"]).read_text())
+    assert {"instance_prompt", "class_prompt", "instance_data_dir", "class_data_dir"} == set(entries[0])
+    modifiers, initializers = opts["modifier_token"].split("+"), opts["initializer_token"].split("+")
+    for entry in entries:
+        assert any((out / entry["instance_data_dir"]).glob("*.png"))
+        assert set(re.findall(r"<[^<>\s]+>", entry["instance_prompt"])) <= set(modifiers)
+    assert modifiers == ["<chelsea>", "<coffee>", "<rocket>"] and len(initializers) == len(modifiers)
+    # The script raises unless each initializer is one token of the base's (CLIP's) tokenizer.
+    assert [len(tokenizer.tokenize(w)) for w in initializers] == [1] * len(initializers)
+    assert not set(modifiers) & set(tokenizer.get_vocab())  # the script adds them: new to it
+
+
+def test_initializer_words_are_one_clip_token_or_a_fallback(tokenizer):
+    from gen4gen.tasks.card import FALLBACK_WORD, initializer_word
+
+    words = {c: initializer_word(c) for c in ("teddy bear", "T-Shirt", "hairdryer", "coffee mug", "cat 2")}
+    assert words == {"teddy bear": "bear", "T-Shirt": "shirt", "hairdryer": FALLBACK_WORD,
+                     "coffee mug": "mug", "cat 2": "cat"}
+    assert len(tokenizer.tokenize("hairdryer")) > 1  # why it falls back
+    assert all(len(tokenizer.tokenize(w)) == 1 for w in words.values())
+
+
+def test_a_version_with_nothing_kept_prints_no_training_command(published):
+    from gen4gen.tasks.card import dataset_card
+
+    config, manifest, _ = published
+    empty = [st.model_copy(update={"kept": 0, "dropped": st.planned}) for st in manifest.compositions]
+    text = dataset_card(config, empty).decode()
+    assert "train_custom_diffusion.py\" \\" not in text and "nothing to train on" in text
+
+
+@pytest.mark.slow
+def test_the_cards_diffusers_command_trains_a_tiny_base_as_printed(tmp_path):
+    """benchmarks/card_command.py's check: needs diffusers' examples (not in its wheel; no
+    network in CI), so it runs only where GEN4GEN_DIFFUSERS_EXAMPLES names them."""
+    from benchmarks.card_command import ENV, check, missing_requirements
+
+    if not os.environ.get(ENV):
+        pytest.skip(f"{ENV} does not name diffusers' examples folder (a clone at the installed version's tag)")
+    assert not missing_requirements(), "install examples/custom_diffusion/requirements.txt"
+    [(command, done, missing)] = check(Path(os.environ[ENV]), tmp_path)
+    assert done.returncode == 0 and not missing, (command, (done.stdout + done.stderr)[-3000:])

@@ -78,7 +78,41 @@ def test_results_round_trip_and_comparison(tmp_path):
     assert [r["step"] for r in rows] == [50, 100, 200]
     assert [r["same prompts"] for r in rows] == ["no (set)", "yes", "yes"]
     assert rows[2]["checkpoint"] == "step-000200 (this)"
-    assert rows[1]["CP-CLIP"].startswith(f"{old.overall.cp_clip.mean:.3f} [")
+    assert rows[1]["CP-CLIP"] == round(old.overall.cp_clip.mean, 4)  # a number: the table sorts and plots
+    assert rows[1]["CP-CLIP 95% CI"] == f"[{old.overall.cp_clip.low:.3f}, {old.overall.cp_clip.high:.3f}]"
+    assert isinstance(rows[0]["TI-CLIP"], float) and rows[0]["CP-CLIP 4"] == round(other.by_concepts["4"].cp_clip.mean, 4)
     table = text_table(result_rows(new))
     assert table.splitlines()[0].split()[:3] == ["group", "composition", "images"]
     assert len(table.splitlines()) == 2 + 1 + 3 + 4
+
+
+def test_history_holds_evaluations_that_finish_together(prefect_harness, tmp_path):
+    """Two checkpoints of a run evaluated at once: neither saw the other's results.json
+    while it scored, and the one that saw less publishes last. The run's history table (its
+    newest version) still holds both, read back through Prefect's API."""
+    import json
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from gen4gen.tasks.summarise import history_key, publish_history
+
+    made = {}
+    for step in (100, 200):
+        folder = tmp_path / "checkpoints" / f"step-{step:06d}"
+        folder.mkdir(parents=True)
+        (folder / "checkpoint.json").write_text("{}")  # what marks a sibling checkpoint
+        made[step] = _summary(_images(step), checkpoint=f"file://{folder}", step=step)  # earlier: none seen
+        made[step] = made[step].model_copy(update={"run": "together"})
+    for step in (100, 200):
+        write_results(made[step])
+    publish_history(made[200])
+    publish_history(made[100])  # last, with the comparison it made before step 200's results landed
+    with get_client(sync_client=True) as client:
+        newest = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[history_key(made[100])])),
+                                       sort=ArtifactSort.CREATED_DESC, limit=1)[0]
+    rows = json.loads(newest.data)
+    assert [r["step"] for r in rows] == [100, 200]
+    assert [r["CP-CLIP"] for r in rows] == [round(made[s].overall.cp_clip.mean, 4) for s in (100, 200)]
+    assert rows[0]["checkpoint"] == "step-000100 (this)"

@@ -30,9 +30,11 @@ def _byte_symbols() -> list[str]:
 
 @lru_cache(maxsize=1)
 def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
-    import open_clip
+    import importlib.util
 
-    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    # Found, not imported: importing open_clip loads its models (seconds).
+    package = Path(next(iter(importlib.util.find_spec("open_clip").submodule_search_locations)))
+    bpe = package / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1 : N_MERGES + 1]
     merges = [line for line in lines if line]
     symbols = _byte_symbols()
