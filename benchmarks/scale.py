@@ -7,10 +7,12 @@ size, in a fresh process each, on the offline backends, then the report and `dat
 Recipes have distinct photos derived offline (crops, flips and colour turns of the
 scikit-image sample photos), 2 to 3 concepts per composition, 25 to 100 samples per
 composition. Per size it prints: wall of the run (and of a cached rerun), seconds per
-sample, the run's peak RSS (the CLI process tree, Prefect's temporary server included),
-bookkeeping share (1 - stage task-seconds / (workers x wall): everything but the stages),
-the number of "Refusing to publish event" warnings, `gen4gen`'s report build time and
-size (write_report), and `datasets` load ms per row for imagefolder and the Parquet shards.
+sample, the run's peak RSS (its largest process: the CLI's flow, or Prefect's temporary
+server), bookkeeping share (1 - stage seconds / (workers x wall): everything but the
+stages, from the first run's manifest), the number of "Refusing to publish event"
+warnings, `gen4gen`'s report build time and size (write_report), the seconds until the
+report's first rows show in headless Chromium, and `datasets` load ms per row: the
+dataset card's default config (the Parquet shards), and imagefolder.
 """
 
 from __future__ import annotations
@@ -97,16 +99,40 @@ def generate(path: Path) -> tuple[float, float, int, str]:
     return wall, rss, len(re.findall("Refusing to publish event", text)), text
 
 
-def load_ms_per_row(builder: str, out: Path, cache: Path) -> tuple[float, int]:
-    """`datasets.load_dataset` from a fresh cache: ms per row, rows."""
+def load_ms_per_row(builder: str | None, out: Path, cache: Path) -> tuple[float, int]:
+    """`datasets.load_dataset` from a fresh cache, in a fresh process: ms per row, rows.
+    builder None: the folder itself, read through its dataset card's default config."""
+    call = f"{str(out)!r}" if builder is None else f"{builder!r},data_dir={str(out)!r}"
     code = (
         "import datasets,time,sys;t=time.perf_counter();"
-        f"ds=datasets.load_dataset({builder!r},data_dir={str(out if builder == 'imagefolder' else out / 'data')!r},"
-        f"cache_dir={str(cache)!r})['train'];n=len(ds);print(n,time.perf_counter()-t)"
+        f"ds=datasets.load_dataset({call},cache_dir={str(cache)!r})['train'];n=len(ds);print(n,time.perf_counter()-t)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     rows, secs = proc.stdout.split()[-2:]
     return 1000 * float(secs) / max(1, int(rows)), int(rows)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+def open_seconds(page_file: Path) -> tuple[float, int]:
+    """Seconds from navigation until the report's first page of rows is drawn in headless
+    Chromium, and the DOM's element count then (nan, 0 without Chromium)."""
+    if not Path(CHROMIUM).exists():
+        return float("nan"), 0
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        start = time.perf_counter()
+        page.goto(page_file.as_uri(), wait_until="load")
+        page.locator("article.sample").first.wait_for(state="visible")
+        seconds = time.perf_counter() - start
+        nodes = page.evaluate("document.getElementsByTagName('*').length")
+        browser.close()
+    return seconds, nodes
 
 
 def measure(samples: int, canvas: int, workers: int, root: Path) -> dict:
@@ -117,22 +143,24 @@ def measure(samples: int, canvas: int, workers: int, root: Path) -> dict:
     raw = recipe(folder, samples, canvas, workers)
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(raw))
-    wall, rss, refused, _ = generate(path)
-    rerun, _, refused_again, _ = generate(path)
     out = folder / "out"
-    manifest = json.loads((out / "manifest.json").read_text())
+    wall, rss, refused, _ = generate(path)
+    manifest = json.loads((out / "manifest.json").read_text())  # the first run's stage seconds
+    rerun, _, refused_again, _ = generate(path)
     stage_s = sum(sum(st["seconds"].values()) for st in manifest["compositions"])
     start = time.perf_counter()
-    report = write_report(str(out), str(folder / "report" / "report.html"))
+    page_file = folder / "report" / "report.html"
+    report = write_report(str(out), str(page_file))
     report_s = time.perf_counter() - start
+    open_s, nodes = open_seconds(page_file)
+    card_ms, card_rows = load_ms_per_row(None, out, folder / "hf0")
     img_ms, img_rows = load_ms_per_row("imagefolder", out, folder / "hf1")
-    pq_ms, pq_rows = load_ms_per_row("parquet", out, folder / "hf2")
-    assert img_rows == pq_rows == manifest["kept"], (img_rows, pq_rows, manifest["kept"])
+    assert img_rows == card_rows == manifest["kept"], (img_rows, card_rows, manifest["kept"])
     return {
         "samples": manifest["planned"], "kept": manifest["kept"], "wall s": wall, "s/sample": wall / manifest["planned"],
         "rerun s": rerun, "peak RSS GB": rss, "bookkeeping": max(0.0, 1 - stage_s / (workers * wall)),
         "refused": refused + refused_again, "report s": report_s, "report MB": report.bytes / 1e6,
-        "imagefolder ms/row": img_ms, "parquet ms/row": pq_ms,
+        "opens s": open_s, "DOM nodes": nodes, "parquet ms/row": card_ms, "imagefolder ms/row": img_ms,
     }
 
 
@@ -160,7 +188,7 @@ def main() -> None:
     for r in rows:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) and v < 1 else f"{v:.1f}" if isinstance(v, float) else str(v)
                         for v in r.values()))
-    Console().print(table)
+    Console(width=240).print(table)  # whole column names, also when piped to a file
 
 
 if __name__ == "__main__":
