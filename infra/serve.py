@@ -25,6 +25,7 @@ from pathlib import Path
 
 DATASETS_BUCKET = "gen4gen-datasets"
 POOL = "gen4gen-cpu"
+RETENTION = "P30D"  # how long the stack's Prefect keeps a flow run (ISO 8601 duration)
 
 
 def free_port() -> int:
@@ -80,6 +81,11 @@ class Stack:
             "AWS_ENDPOINT_URL": self.s3_url,
             "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
         }
+        # The database stays bounded: Prefect's vacuum service deletes flow runs (with their
+        # task runs, logs and artifacts) after RETENTION, and events after their own 7 days.
+        # An operator's own values, if set, win.
+        env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED", '["events", "flow_runs"]')
+        env.setdefault("PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD", RETENTION)
         # moto accepts any credentials; real ones, if set, stay as they are (never printed).
         env.setdefault("AWS_ACCESS_KEY_ID", "gen4gen-local")
         env.setdefault("AWS_SECRET_ACCESS_KEY", "gen4gen-local")

@@ -268,3 +268,15 @@ def test_serve_runs_generate_train_evaluate_chain_into_s3_and_stops_clean(tmp_pa
                 serve.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 serve.kill()
+
+
+def test_the_stacks_prefect_keeps_flow_runs_and_events_for_a_bounded_time(tmp_path):
+    """The served database does not grow without bound: Prefect's own vacuum service is on
+    for flow runs (and so their task runs, logs and artifacts) and events."""
+    from gen4gen.infra.serve import Stack
+
+    env = {k: v for k, v in Stack(tmp_path).env().items() if not k.startswith("PREFECT_API_URL")}
+    code = ("from prefect.settings import get_current_settings as g; s = g(); v = s.server.services.db_vacuum; "
+            "print(sorted(v.enabled), v.retention_period.days, s.server.events.retention_period.days)")
+    shown = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert shown.stdout.split() == ["['events',", "'flow_runs']", "30", "7"], shown.stderr[-2000:]
