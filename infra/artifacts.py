@@ -20,7 +20,8 @@ from prefect.artifacts import (
 )
 from prefect.futures import PrefectFuture, as_completed
 
-from gen4gen.infra.records import CompositionStats, DatasetConfig, Manifest
+from gen4gen.infra import progress
+from gen4gen.infra.records import CompositionStats, DatasetConfig, Manifest, SampleSet
 
 
 def artifact_key(*parts: str) -> str:
@@ -91,7 +92,11 @@ class RunProgress:
         `[f.result() for f in futures]` would)."""
         self.watch(stage, futures)
         every = [f for fs in self.futures.values() for f in fs]
-        for _ in as_completed(every):
+        for done in as_completed(every):
+            if done.state.is_completed():
+                handed = done.result()
+                if isinstance(handed, SampleSet):  # a stage task: the CLI's bar, from any runner
+                    progress.settle(handed.composition, handed.stage, handed.samples)
             self.update()
         self.update(force=True)
         return [f.result() for f in futures]

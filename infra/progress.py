@@ -1,7 +1,9 @@
 """Progress reports from stages to whoever listens (the CLI's progress bar).
 
 Stages call `advance`; with no listener (a worker running a deployment) it does nothing.
-Listeners run in the stage's thread, so they must be thread safe and quick.
+Listeners run in the stage's thread, so they must be thread safe and quick. A stage that
+ran in another process (Dask, Ray) told no listener here: the flow calls `settle` as each
+stage task finishes, which tells the listeners what that task's own calls did not.
 """
 
 from __future__ import annotations
@@ -38,8 +40,24 @@ def listen(fn: Listener) -> Callable[[], None]:
     return _subscribe(_listeners, fn)
 
 
+_told: dict[tuple[str, str], int] = {}  # samples advanced in this process, until settled
+
+
 def advance(composition: str, stage: str, samples: int) -> None:
+    with _lock:
+        if not _listeners:
+            return
+        _told[(composition, stage)] = _told.get((composition, stage), 0) + samples
     _tell(_listeners, composition, stage, samples)
+
+
+def settle(composition: str, stage: str, samples: int) -> None:
+    """A stage task of (composition, stage) finished with `samples`: advance whatever its
+    own `advance` calls did not tell this process."""
+    with _lock:
+        done = _told.pop((composition, stage), 0)
+    if samples > done:
+        _tell(_listeners, composition, stage, samples - done)
 
 
 # Work done, apart from progress: how many samples a stage really computed (not read back

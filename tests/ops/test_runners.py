@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import importlib.util
 import ipaddress
 import json
@@ -67,14 +69,31 @@ def test_a_local_dask_cluster_of_two_workers_publishes_the_same_dataset(tmp_path
     threads = run_recipe(raw, str(tmp_path / "threads"))
     raw["run"]["runner"] = {"kind": "dask", "workers": 2}
     here: list = []  # stages report progress in their own process: none may run in this one
+    bar: Counter = Counter()  # what the CLI's bar is told here, in the flow's process
     stop = progress.listen_computed(lambda comp, stage, n: here.append((comp, stage)))
+    stop_bar = progress.listen(lambda comp, stage, n: bar.update({stage: n}))
     try:
         dask = run_recipe(raw, str(tmp_path / "dask"))
     finally:
-        stop()
+        stop(), stop_bar()
     assert here == [], f"stages ran in the flow's process, not on the Dask workers: {here}"
+    # The bar still counts every sample of every stage once, told as each stage task ends.
+    assert {k: bar[k] for k in ("composite", "repaint", "caption", "filter")} == dict.fromkeys(
+        ("composite", "repaint", "caption", "filter"), dask.planned)
     assert dask.kept == threads.kept and dask.planned == threads.planned
     assert dask.files == threads.files  # every published file, byte for byte (sha256)
+
+    # A cached rerun on threads: each sample counted once per stage (told in the stage's
+    # thread, then settled without counting it again), not stuck at 0.
+    raw["run"]["runner"] = {"kind": "threads"}
+    bar.clear()
+    stop_bar = progress.listen(lambda comp, stage, n: bar.update({stage: n}))
+    try:
+        run_recipe(raw, str(tmp_path / "threads"))
+    finally:
+        stop_bar()
+    assert {k: bar[k] for k in ("composite", "repaint", "caption", "filter")} == dict.fromkeys(
+        ("composite", "repaint", "caption", "filter"), threads.planned)
 
 
 @pytest.fixture
