@@ -79,7 +79,9 @@ def train(
     cfg = TrainConfig.model_validate(raw)
     name, version = dataset_label(cfg.dataset)
     with limits.device_slot(hf.device(cfg.device)):
-        result = train_task(cfg, on_checkpoint=announcer(name, version, upstream))
+        # `train[demo-v2]` in the run's task list, as generate's `repaint[cat-mug]`
+        named = train_task.with_options(task_run_name=f"train[{name}-{version}]")
+        result = named(cfg, on_checkpoint=announcer(name, version, upstream))
     lineage.publish_links(artifact_key(result.run, "lineage"), f"training run {result.run}", [
         ("dataset", f"{name} {version} at `{cfg.dataset}`"),
         ("published by", lineage.run_link(upstream)),
