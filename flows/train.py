@@ -87,7 +87,8 @@ def train(
         ("published by", lineage.run_link(upstream)),
         ("base model", f"`{cfg.base_model}`"),
         ("checkpoints", ", ".join(f"`{c}`" for c in result.checkpoints) or "-"),
-        ("evaluations", f"evaluate/on-checkpoint runs, one per checkpoint; history: `{result.run}` history artifact"),
+        ("evaluations", f"evaluate/on-checkpoint runs, one per checkpoint; history: artifact"
+                        f" `{artifact_key('eval', result.run)}-<prompt set>-history`"),
     ])
     log = get_run_logger()
     if result.resumed_from:
