@@ -106,8 +106,10 @@ def evaluate(
         "device": device,
     }
     compositions = list(dict.fromkeys(p.composition for p in pset.prompts))
-    sampled = {c: sample_task.submit(uri, pset, c, model) for c in compositions}
-    scored = [score_task.submit(uri, pset, sampled[c]) for c in compositions]
+    # task runs named by composition (`sample[cat-mug]`, `score[cat-mug]`), as generate's
+    sampled = {c: sample_task.with_options(task_run_name=f"sample[{c}]").submit(uri, pset, c, model)
+               for c in compositions}
+    scored = [score_task.with_options(task_run_name=f"score[{c}]").submit(uri, pset, sampled[c]) for c in compositions]
     images = [im for f in scored for im in f.result()]
     sha = prompt_set_sha256(pset)
     earlier = [r for r in (read_results(s) for s in siblings(uri)) if r is not None]

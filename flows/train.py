@@ -79,13 +79,16 @@ def train(
     cfg = TrainConfig.model_validate(raw)
     name, version = dataset_label(cfg.dataset)
     with limits.device_slot(hf.device(cfg.device)):
-        result = train_task(cfg, on_checkpoint=announcer(name, version, upstream))
+        # `train[demo-v2]` in the run's task list, as generate's `repaint[cat-mug]`
+        named = train_task.with_options(task_run_name=f"train[{name}-{version}]")
+        result = named(cfg, on_checkpoint=announcer(name, version, upstream))
     lineage.publish_links(artifact_key(result.run, "lineage"), f"training run {result.run}", [
         ("dataset", f"{name} {version} at `{cfg.dataset}`"),
         ("published by", lineage.run_link(upstream)),
         ("base model", f"`{cfg.base_model}`"),
         ("checkpoints", ", ".join(f"`{c}`" for c in result.checkpoints) or "-"),
-        ("evaluations", f"evaluate/on-checkpoint runs, one per checkpoint; history: `{result.run}` history artifact"),
+        ("evaluations", f"evaluate/on-checkpoint runs, one per checkpoint; history: artifact"
+                        f" `{artifact_key('eval', result.run)}-<prompt set>-history`"),
     ])
     log = get_run_logger()
     if result.resumed_from:

@@ -301,10 +301,16 @@ def history_row(manifest: Manifest, run: str) -> dict:
 
 
 def same_columns(rows: list[dict]) -> list[dict]:
-    """Rows with the union of their columns (a reason new in one run is 0 in the others)."""
+    """Rows with the union of their columns (a reason new in one run is 0 in the others),
+    the drop reasons together after `failed` (sorted), before the recipe hash and the URI:
+    a reason first seen in a later run is not pushed past the table's right edge."""
     columns: list[str] = []
     for r in rows:
         columns += [c for c in r if c not in columns]
+    reasons = sorted(c for c in columns if c.startswith("reason "))
+    rest = [c for c in columns if not c.startswith("reason ")]
+    at = rest.index("failed") + 1 if "failed" in rest else len(rest)
+    columns = [*rest[:at], *reasons, *rest[at:]]
     return [{c: r.get(c, 0 if c.startswith("reason ") else None) for c in columns} for r in rows]
 
 

@@ -64,13 +64,26 @@ def current_run() -> tuple[str | None, str | None]:
     return str(ctx.flow_run.id), ctx.flow_run.name
 
 
+def run_name(run_id: str) -> str | None:
+    """The flow run's name as the UI shows it (`demo-v2-20261202-014252`), None when the
+    API cannot say (an unknown id, no server): a label only."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(run_id).name
+    except Exception:
+        return None
+
+
 def run_link(run_id: str | None, name: str | None = None) -> str:
-    """Markdown for a flow run: a link into the UI when its address is known."""
-    if not run_id:
+    """Markdown for a flow run, labelled by its name (looked up when not given): a link
+    into the UI when its address is known."""
+    if not run_id or run_id in ("None", "null"):
         return "-"
     from prefect.settings import PREFECT_UI_URL
 
-    label = name or run_id
+    label = name or run_name(run_id) or run_id
     base = PREFECT_UI_URL.value()
     return f"[{label}]({base}/runs/flow-run/{run_id})" if base else f"{label} (`{run_id}`)"
 

@@ -3,7 +3,7 @@
 Starts, on 127.0.0.1 only:
   - a Prefect server (SQLite under the state folder, analytics off),
   - an S3-API server (moto's standalone server; any S3 endpoint in production) with the
-    dataset and result buckets created and a saved result-storage block pointing at them,
+    dataset bucket created (tasks persist no results: no result bucket or block is needed),
   - a process work pool and a worker polling it.
 Runs until Ctrl-C (or SIGTERM, or `gen4gen serve --stop`), then stops every process it
 started, each in its own process group (the worker's flow-run subprocesses included).

@@ -43,6 +43,22 @@ def test_artifact_keys_are_valid_for_any_safe_id():
     assert artifact_key("My_Data.set", "v1.2", "progress") == "my-data-set-v1-2-progress"
 
 
+def test_history_keeps_drop_reasons_next_to_the_counts_when_a_later_run_adds_one():
+    """A reason first seen in a later run joins the other reasons after `failed`, not after
+    `uri` (past the right edge of the UI's table), and is 0 in the runs without it."""
+    from gen4gen.infra.artifacts import same_columns
+
+    head = {"run": "r", "created": "t", "version": "v1", "planned": 4, "kept": 4, "keep rate": 1.0,
+            "dropped": 0, "failed": 0}
+    tail = {"config": "abc", "uri": "s3://b/d"}
+    v1 = head | {"reason occluded": 1} | tail
+    v2 = head | {"version": "v2", "reason empty_mask": 2, "reason occluded": 0} | tail
+    rows = same_columns([v1, v2])
+    assert list(rows[0]) == [*head, "reason empty_mask", "reason occluded", *tail]
+    assert list(rows[1]) == list(rows[0])
+    assert rows[0]["reason empty_mask"] == 0 and rows[1]["reason empty_mask"] == 2
+
+
 def test_a_gallery_per_composition_links_stored_thumbnails_and_is_not_rebuilt(tmp_path):
     from gen4gen.tasks.publish import read_shard
     from gen4gen.tasks.report import thumb_path

@@ -50,7 +50,8 @@ def test_evaluate_writes_results_and_compares(prefect_harness, tiny_run, prompt_
     from gen4gen.flows.evaluate import evaluate
 
     first = evaluate(str(tiny_run["checkpoints"][100]), prompt_file, step=100, device="cpu")
-    second = evaluate(str(tiny_run["checkpoints"][200]) + "/", prompt_file, device="cpu")
+    state = evaluate(str(tiny_run["checkpoints"][200]) + "/", prompt_file, device="cpu", return_state=True)
+    second = state.result()
     ck = tiny_run["checkpoints"][200]
     assert second == f"file://{ck}/results.json" and first.endswith("step-000100/results.json")
     res = json.loads((ck / "results.json").read_text())
@@ -85,7 +86,12 @@ def test_evaluate_writes_results_and_compares(prefect_harness, tiny_run, prompt_
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
     with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        # the run's task list names each task by composition, as generate's
+        assert sorted(t.name for t in tasks) == sorted(f"{s}[{p['composition']}]" for p in PROMPTS for s in ("sample", "score"))
         keys = ["eval-tiny-run-step-200", "eval-tiny-run-tiny-heldout-history", "eval-tiny-run-step-200-samples"]
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
         arts = {a.key: a for a in sorted(found, key=lambda a: a.created)}  # a key's latest version last

@@ -63,6 +63,10 @@ def test_dataset_version_training_run_and_checkpoints_point_at_each_other(tmp_pa
     assert run.name.startswith("train-small-v1-")
     text = next(a.data for a in arts if a.key.endswith("-lineage"))
     assert "small v1" in text and generate_run in text and result.latest in text
+    # the generate run is labelled by its name, as the UI lists it, not by its id
+    name = published.payload["flow_run_name"]
+    assert f"**published by**: [{name}](" in text or f"**published by**: {name} (`{generate_run}`)" in text
+    assert f"`eval-{result.run}-<prompt set>-history`" in text
 
 
 def test_an_event_template_without_a_run_id_adds_no_link():

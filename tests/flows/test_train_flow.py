@@ -49,6 +49,15 @@ def landed(run: str, want: int = 1, timeout: float = 30, under: str = "") -> lis
     return payloads
 
 
+def task_run_names(flow_run_id) -> list[str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return sorted(t.name for t in runs)
+
+
 def test_flow_writes_checkpoints_and_announces_each(dataset, base, tmp_path):
     from gen4gen.flows.train import train
     from gen4gen.infra.checkpoint import finished, read_info
@@ -73,7 +82,9 @@ def test_a_triggered_run_gets_its_own_folder_under_runs(dataset, base, tmp_path)
 
     settings = {"base_model": base, "steps": 1, "batch_size": 1, "resolution": 64}
     runs = str(tmp_path / "runs")
-    first = train(settings, dataset=dataset, runs=runs)
+    state = train(settings, dataset=dataset, runs=runs, return_state=True)
+    first = state.result()
+    assert task_run_names(state.state_details.flow_run_id) == ["train[small-v1]"]  # as in the UI
     assert first.latest.removeprefix("file://").startswith(f"{runs}/{first.run}/checkpoints/")
     other = train({**settings, "learning_rate": 2e-5}, dataset=dataset, runs=runs)
     assert other.run != first.run and other.latest.removeprefix("file://").startswith(f"{runs}/{other.run}/")
