@@ -91,7 +91,9 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
     ratings = read_decisions(cfg.review.decisions) if cfg.review.mode == "file" else None
     if uses_gpu(cfg.stages):
         limits.ensure(cfg.run.gpu_slots)  # this worker's GPU limit, sized from the recipe
-    registry.configure(cfg.run.gpu_memory_gb, policy=cfg.run.memory_policy)  # this worker's budget
+        # This worker's GPU budget. Not for a recipe without GPU stages: it would import
+        # torch (4 s) to find no model to budget.
+        registry.configure(cfg.run.gpu_memory_gb, policy=cfg.run.memory_policy)
 
     with limits.submitting(cfg.run, SEGMENT.gpu(cfg)):
         segmented = segment_task.with_options(**opts).map(
@@ -120,15 +122,17 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
     if ratings is not None:
         judged = {c: review_task.submit(s, out, ratings, cfg.review.min_rating) for c, s in judged.items()}
         progress.watch("review", judged)
-    stats = [collect_task.submit(s, out) for s in judged.values()]
+    collected = {c: collect_task.submit(s, out) for c, s in judged.items()}
+    # Views: a bounded gallery per composition, made from its shard as soon as it is
+    # collected (beside the other compositions' work), rebuilt only when its shard changed.
+    galleries = [gallery_task.with_options(task_run_name=f"gallery[{c}]").submit(cfg, out, f, jobs[c].cutouts)
+                 for c, f in collected.items()]
+    stats = list(collected.values())
     published = publish_task.with_options(retries=opts["retries"], task_run_name="publish").submit(cfg, out, progress.wait(stats), cutouts)
     progress.watch("publish", [published])
     manifest = published.result()
     timed = [f for fs in progress.futures.values() for f in fs]
     artifacts.publish_table(cfg, manifest, STAGE_ORDER, artifacts.task_seconds(timed))
-    # Views: a bounded gallery per composition, rebuilt only when its shard changed.
-    galleries = [gallery_task.with_options(task_run_name=f"gallery[{st.composition}]").submit(
-        cfg, out, st, jobs[st.composition].cutouts) for st in manifest.compositions]
     if ratings is not None:
         reviewed = [s for f in judged.values() for s in take(out, f.result())]
         unknown, log = unknown_ids(reviewed, ratings), get_run_logger()
