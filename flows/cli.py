@@ -432,8 +432,9 @@ def _summary(console, manifest, seconds: float) -> None:
         console.print(f"[yellow]unusable photo[/yellow] {escape(why)}", highlight=False)
     console.print(
         f"wall time {seconds:.1f} s. Dataset: {manifest.uri}\n"
-        f"  load it: datasets.load_dataset('imagefolder', data_dir='{manifest.uri.removeprefix('file://')}')",
-        highlight=False, markup=False,
+        f"  load it: datasets.load_dataset('{manifest.uri.removeprefix('file://')}')"
+        "  (the card's Parquet config; 'imagefolder' with data_dir= reads the same rows)",
+        highlight=False, markup=False, soft_wrap=True,  # whole lines: a user copies the command
     )
 
 

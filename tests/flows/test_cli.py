@@ -25,7 +25,7 @@ def test_demo_recipe_small_run_prints_a_summary_and_publishes(tmp_path):
     demo = yaml.safe_load(DEMO.read_text())
     for comp in demo["compositions"]:
         assert comp["id"] in result.stderr  # one summary row per composition
-    assert "kept of 5" in result.stderr and "load_dataset('imagefolder'" in result.stderr
+    assert "kept of 5" in result.stderr and "the card's Parquet config" in result.stderr
     manifest = read_manifest(str(out))
     assert manifest.planned == 5 and manifest.kept + manifest.dropped + manifest.failed == 5
     assert manifest.uri == f"file://{out}"
