@@ -3,9 +3,10 @@ size, in a fresh process each, on the offline backends, then the report and `dat
 
     .venv/bin/python benchmarks/scale.py                 # 40, 400 and 4,000 samples
     .venv/bin/python benchmarks/scale.py --sizes 40 400 --canvas 128
+    .venv/bin/python benchmarks/scale.py --sizes 10000   # the paper's size: 40 x 250 samples
 
 Recipes have distinct photos derived offline (crops, flips and colour turns of the
-scikit-image sample photos), 2 to 3 concepts per composition, 25 to 100 samples per
+scikit-image sample photos), 2 to 3 concepts per composition, 10 to 250 samples per
 composition. Per size it prints: wall of the run (and of a cached rerun), seconds per
 sample, the run's peak RSS (its largest process: the CLI's flow, or Prefect's temporary
 server), bookkeeping share (1 - stage task-seconds / (workers x wall): everything but the
@@ -69,7 +70,8 @@ def photos(folder: Path, n: int) -> list[tuple[str, str]]:
 
 
 def recipe(folder: Path, samples: int, canvas: int, workers: int) -> dict:
-    per = 10 if samples <= 40 else 25 if samples <= 400 else 100
+    # Samples per composition; from 10,000 up the paper's shape (41 compositions x 250).
+    per = 10 if samples <= 40 else 25 if samples <= 400 else 100 if samples < 10_000 else 250
     comps = max(1, samples // per)
     n_concepts = min(150, max(4, comps + 2))
     pics = photos(folder, n_concepts)
