@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-
-from collections import Counter
-
 import importlib.util
 import ipaddress
 import json
+import sys
 import threading
 import time
+from collections import Counter
 
 import psutil
 import pytest
