@@ -210,19 +210,28 @@ def _clip_bpe():
     return SimpleTokenizer()
 
 
+CLIP_MERGES = 49152 - 256 - 2  # CLIP's vocabulary: 49,408 tokens, 256 bytes x 2 and 2 specials
+
+
 @lru_cache(maxsize=1)
-def clip_words() -> frozenset[str]:
-    """Every word (letters only, lower case) CLIP's BPE encodes as one token: the merges that end
-    a word. Read from open_clip's BPE file without importing open_clip, whose import loads its
-    models (seconds); for every letters-only merge the BPE gives that one token (checked)."""
+def clip_merges() -> tuple[str, ...]:
+    """CLIP's BPE merges ('a b' lines), read from open_clip's BPE file without importing
+    open_clip, whose import loads its models (seconds)."""
     import gzip
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.find_spec("open_clip")
     bpe = Path(next(iter(spec.submodule_search_locations))) / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1 : 49152 - 256 - 2 + 1]
-    words = {"".join(m.split())[: -len("</w>")] for m in merges if m.endswith("</w>")}
+    lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1 : CLIP_MERGES + 1]
+    return tuple(line for line in lines if line)
+
+
+@lru_cache(maxsize=1)
+def clip_words() -> frozenset[str]:
+    """Every word (letters only, lower case) CLIP's BPE encodes as one token: the merges that end
+    a word; for every letters-only merge the BPE gives that one token (checked)."""
+    words = {"".join(m.split())[: -len("</w>")] for m in clip_merges() if m.endswith("</w>")}
     return frozenset(w for w in words if re.fullmatch(r"[a-z]+", w)) | set("abcdefghijklmnopqrstuvwxyz")
 
 

@@ -7,12 +7,9 @@ Written as vocab.json + merges.txt, transformers' CLIPTokenizer loads it like th
 
 from __future__ import annotations
 
-import gzip
 import json
 from functools import lru_cache
 from pathlib import Path
-
-N_MERGES = 49152 - 256 - 2  # CLIP's vocabulary: 49,408 tokens in all
 
 
 def _byte_symbols() -> list[str]:
@@ -30,13 +27,9 @@ def _byte_symbols() -> list[str]:
 
 @lru_cache(maxsize=1)
 def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
-    import importlib.util
+    from gen4gen.models.captioner import clip_merges
 
-    # Found, not imported: importing open_clip loads its models (seconds).
-    package = Path(next(iter(importlib.util.find_spec("open_clip").submodule_search_locations)))
-    bpe = package / "bpe_simple_vocab_16e6.txt.gz"
-    lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")[1 : N_MERGES + 1]
-    merges = [line for line in lines if line]
+    merges = list(clip_merges())
     symbols = _byte_symbols()
     tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     tokens += ["<|startoftext|>", "<|endoftext|>"]
