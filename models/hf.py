@@ -99,18 +99,23 @@ def ensure_available(src: Source, *, what: str, key: str = "model") -> Source:
     except Exception:  # not cached (LocalEntryNotFoundError), or not a hub id at all
         pass
     looked = f"the local Hugging Face cache {constants.HF_HUB_CACHE}"
+    _reach_hub(src.path, src.revision, f"{what}: model {src.path!r} at revision {revision!r} is not in {looked}",
+               _fixes(key, src.path, src.revision))
+    return src
+
+
+def _reach_hub(repo: str, revision: str | None, missing: str, fixes: str) -> None:
+    """What is `missing` from the cache may still come from the hub: WeightsMissing when the
+    hub is off, or does not answer for `repo` within HUB_TIMEOUT seconds."""
     if _offline():
-        raise WeightsMissing(f"{what}: model {src.path!r} at revision {revision!r} is not in {looked}, and the hub "
-                             f"is off (HF_HUB_OFFLINE=1), so nothing can be downloaded. {_fixes(key, src.path, src.revision)}")
+        raise WeightsMissing(f"{missing}, and the hub is off (HF_HUB_OFFLINE=1), so nothing can be downloaded. {fixes}")
     from huggingface_hub import HfApi
 
     try:
-        HfApi().model_info(src.path, revision=src.revision, timeout=HUB_TIMEOUT)
+        HfApi().model_info(repo, revision=revision, timeout=HUB_TIMEOUT)
     except Exception as err:
-        raise WeightsMissing(f"{what}: model {src.path!r} at revision {revision!r} is not in {looked}, and the hub "
-                             f"did not supply it ({type(err).__name__}: {str(err)[:200]}). "
-                             f"{_fixes(key, src.path, src.revision)}") from None
-    return src
+        raise WeightsMissing(f"{missing}, and the hub did not supply it ({type(err).__name__}: {str(err)[:200]}). "
+                             f"{fixes}") from None
 
 
 def ensure_hub_file(repo: str, filenames: Sequence[str], *, what: str, key: str, local: str) -> str | None:
@@ -126,16 +131,7 @@ def ensure_hub_file(repo: str, filenames: Sequence[str], *, what: str, key: str,
             return hit
     files = " or ".join(filenames)
     missing = f"{what}: hub repo {repo!r} (file {files}) is not in the local Hugging Face cache {constants.HF_HUB_CACHE}"
-    fixes = _fixes(key, repo, None, f" {filenames[0]}", local)
-    if _offline():
-        raise WeightsMissing(f"{missing}, and the hub is off (HF_HUB_OFFLINE=1), so nothing can be downloaded. {fixes}")
-    from huggingface_hub import HfApi
-
-    try:
-        HfApi().model_info(repo, timeout=HUB_TIMEOUT)
-    except Exception as err:
-        raise WeightsMissing(f"{missing}, and the hub did not supply it ({type(err).__name__}: {str(err)[:200]}). "
-                             f"{fixes}") from None
+    _reach_hub(repo, None, missing, _fixes(key, repo, None, f" {filenames[0]}", local))
     return None
 
 
