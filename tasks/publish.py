@@ -20,7 +20,7 @@ import platform
 import re
 import tempfile
 import uuid
-from collections import Counter, defaultdict, deque
+from collections import Counter, deque
 from typing import Iterable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -37,7 +37,7 @@ from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manif
 from gen4gen.tasks import ownership
 from gen4gen.tasks.card import dataset_card
 from gen4gen.tasks.common import digest
-from gen4gen.tasks.stage import STAGES_DIR, take
+from gen4gen.tasks.stage import STAGES_DIR, stage_seconds, take
 from gen4gen.tasks.reader import read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
@@ -96,10 +96,7 @@ def composition_stats(samples: list[Sample], shard: str = "", shard_sha256: str 
     ordered = sorted(samples, key=lambda s: s.plan.index)
     reasons = Counter(r.code for s in samples if s.status in ("dropped", "failed") for r in s.reasons[:1])
     if seconds is None:
-        seconds = defaultdict(float)
-        for s in samples:
-            for stage, t in s.seconds.items():
-                seconds[stage] += t
+        seconds = stage_seconds(samples)
     return CompositionStats(
         composition=composition,
         planned=len(samples),

@@ -211,12 +211,18 @@ def hand_on(out: str, stage: str, samples: list[Sample], seconds: dict[str, floa
     path = f"{STAGES_DIR}/{composition}/{stage}/set-{digest_[:16]}.jsonl"
     if not exists(join(out, path)):
         write_bytes(join(out, path), data)
-    total = dict(seconds or {})
+    total = stage_seconds(samples, seconds)
+    return SampleSet(composition=composition, stage=stage, path=path, sha256=digest_, samples=len(samples),
+                     alive=sum(s.alive for s in samples), seconds={k: round(v, 4) for k, v in total.items()})
+
+
+def stage_seconds(samples: list[Sample], so_far: dict[str, float] | None = None) -> dict[str, float]:
+    """Seconds per stage summed over the samples, added to `so_far`."""
+    total = dict(so_far or {})
     for s in samples:
         for name, t in s.seconds.items():
             total[name] = total.get(name, 0.0) + t
-    return SampleSet(composition=composition, stage=stage, path=path, sha256=digest_, samples=len(samples),
-                     alive=sum(s.alive for s in samples), seconds={k: round(v, 4) for k, v in total.items()})
+    return total
 
 
 def take(out: str, given: SampleSet) -> list[Sample]:
