@@ -139,6 +139,14 @@ def _main(argv: list[str]) -> int:
     ini.add_argument("--force", action="store_true", help="replace an existing --out file")
     ini.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
 
+    seg = sub.add_parser("segment", help="cut out photos with the segment stage and its checks, to look at "
+                         "before a long run (masks, cut-outs, checks.csv, a contact sheet)")
+    seg.add_argument("paths", nargs="+", metavar="PATH", help="photos, or folders searched recursively")
+    seg.add_argument("--out", required=True, help="folder for the masks, cut-outs, checks.csv and index.html")
+    seg.add_argument("--backend", help="segment backend (default: the recipe's, else auto)")
+    seg.add_argument("--recipe", help="recipe whose segment settings and concept categories to use")
+    seg.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+
     trn = sub.add_parser("train", help="fine-tune Custom Diffusion on a published dataset (resumes a stopped run)")
     trn.add_argument("--dataset", required=True, help="published dataset URI (a folder, file:// or s3://)")
     trn.add_argument("--out", required=True, help="run URI; checkpoints go to OUT/checkpoints/step-NNNNNN/")
@@ -186,6 +194,8 @@ def _main(argv: list[str]) -> int:
 
         return init_command(args.photos, args.out, args.name, args.canvas, args.compositions,
                             args.samples, args.force)
+    if args.command == "segment":
+        return _segment(args)
     _quiet_prefect(args.verbose)
     if args.command == "generate":
         return _generate(args)
@@ -310,6 +320,35 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"problem: {line}", file=sys.stderr)
     print(f"{args.dataset}: {'whole' if not found else f'{len(found)} problem(s)'}")
     return 1 if found else 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    """Exit 0 with the cut-outs written (flagged ones too: looking at them is the point), 2
+    for a bad path, recipe or backend."""
+    from pathlib import Path
+
+    from gen4gen.infra.config import ConfigError, load_config
+    from gen4gen.infra.errors import BadInput
+    from gen4gen.infra.records import StageConfig
+    from gen4gen.models import registry
+    from gen4gen.tasks.preview import preview
+
+    try:
+        config = load_config(args.recipe) if args.recipe else None
+        stage = config.stages.segment if config else StageConfig(backend="auto")
+        if args.backend and args.backend != stage.backend:
+            stage = StageConfig(backend=args.backend)
+        registry.check("segment", stage.backend)
+        rows = preview(args.paths, Path(args.out), stage, config)
+    except (BadInput, ConfigError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    flagged = [r for r in rows if r.flags]
+    for r in flagged:
+        print(f"flagged: {r.photo}: {r.codes}", file=sys.stderr)
+    print(f"{len(rows)} photos, {len(flagged)} flagged ({stage.backend}); "
+          f"contact sheet: {Path(args.out).resolve() / 'index.html'}")
+    return 0
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -45,7 +45,7 @@ def build_recipe(found, recipe_path: Path, name: str, canvas: int, most: int, sa
         "name": name, "version": "v1", "canvas": canvas, "max_iou": 0.05,
         "concepts": concepts, "compositions": compositions,
         "stages": {
-            "plan": {"backend": "offline"}, "segment": {"backend": "offline"},
+            "plan": {"backend": "offline"}, "segment": {"backend": "auto"},
             "repaint": {"backend": "offline"}, "caption": {"backend": "template"},
             "filter": {"max_occlusion": 0.4, "min_visible_area": 0.15},
         },
@@ -110,6 +110,8 @@ def init_command(photos: str, out: str, name: str | None, canvas: int, most: int
     for note in found.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"{len(config.concepts)} concepts ({found.layout} layout), {len(config.compositions)} compositions "
-          f"written to {recipe_path}; run: gen4gen generate {recipe_path}", file=sys.stderr)
+          f"written to {recipe_path}", file=sys.stderr)
+    print(f"look at the cut-outs first: gen4gen segment {photos} --recipe {recipe_path} --out cutouts", file=sys.stderr)
+    print(f"then run: gen4gen generate {recipe_path}", file=sys.stderr)
     print(recipe_path)
     return 0

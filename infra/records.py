@@ -59,6 +59,11 @@ class Concept(Record):
     category: str = Field(description="the category word a detector or a caption uses, e.g. 'cat'")
     token: str = Field(description="the concept token in captions, e.g. '<chelsea>'")
     photos: list[str] = Field(min_length=1, description="URIs of the source photos")
+    size: float | None = Field(
+        default=None, gt=0, le=1000,
+        description="its longest side in metres, when its category's typical size does not fit it "
+                    "(the planner sizes boxes by it; models/sizes.csv holds the categories')",
+    )
 
     @field_validator("category")
     @classmethod
@@ -147,6 +152,9 @@ class Box(Record):
     y: int
     w: int
     h: int
+    sized_by: str | None = Field(
+        default=None, description="the rule that sized the box, e.g. 'prior dog 0.75 m' or 'llm'"
+    )
 
     @property
     def area(self) -> int:
@@ -267,6 +275,12 @@ class Cutout(Record):
     )
     coverage: float = Field(default=0.0, description="mask mean over the photo")
     error: Reason | None = None
+    measures: dict[str, float] = Field(
+        default_factory=dict, description="what the cut-out checks measured on the mask (tasks/segment.py)"
+    )
+    flags: list[Reason] = Field(
+        default_factory=list, description="cut-out checks it failed: likely not the object alone"
+    )
 
     @property
     def usable(self) -> bool:
@@ -324,6 +338,10 @@ class Manifest(Record):
     )
     unusable_photos: dict[str, str] = Field(
         default_factory=dict, description="photo URI -> why it could not be used"
+    )
+    flagged_photos: dict[str, str] = Field(
+        default_factory=dict,
+        description="photo URI -> the cut-out checks it failed (its samples are dropped by the filter)",
     )
     kept: int
     dropped: int

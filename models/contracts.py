@@ -27,6 +27,7 @@ class PlannedObject:
     concept: str
     category: str
     aspect: float  # width / height of the object's cut-out (or its category prior)
+    size: float | None = None  # the recipe's own longest side in metres (else the prior's)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Layout:
     boxes: list[Box]
     made_by: str
     notes: list[tuple[str, str]] = field(default_factory=list)  # (code, detail)
+    sizing: list[str] = field(default_factory=list)  # per box, the rule that sized it
 
 
 @runtime_checkable

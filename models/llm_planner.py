@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field, StrictInt, ValidationError, field_validator
 
 from gen4gen.models.contracts import Layout, LayoutRequest, PlannedObject
-from gen4gen.models.planner import SMALLEST_RATIO, OfflinePlanner
+from gen4gen.models.planner import SMALLEST_RATIO, OfflinePlanner, repair_sizes, sizing_rules
 from gen4gen.infra.records import MAX_CONCEPTS, MIN_CONCEPTS, box_iou
 
 SYSTEM = (
@@ -368,8 +368,24 @@ class LLMPlanner:
             notes = self.notes(objects, r.seed)
             if attempt is not None and attempt.source != "llm":
                 notes.append(("layout_fallback", attempt.detail))
-            layouts.append(Layout(boxes, made_by, notes))
+                sizing = sizing_rules(objects)
+            else:
+                boxes, sizing = self._sized(boxes, objects, r, notes)
+            layouts.append(Layout(boxes, made_by, notes, sizing))
         return layouts
+
+    def _sized(self, boxes, objects: list[PlannedObject], r: LayoutRequest, notes: list) -> tuple[list, list[str]]:
+        """The LLM's boxes checked against the size prior: repaired where far off; where a
+        repair makes boxes overlap past the limit, the offline layout (prior sizes)."""
+        repaired, sizing = repair_sizes(boxes, objects, r.canvas)
+        if repaired == boxes:
+            return boxes, sizing
+        fixed = [f"{o.concept}: {rule}" for o, rule in zip(objects, sizing) if rule != "llm"]
+        if all(box_iou(a, b) <= r.max_iou for i, a in enumerate(repaired) for b in repaired[i + 1:]):
+            notes.append(("size_repaired", "; ".join(fixed)))
+            return repaired, sizing
+        notes.append(("size_repaired", "; ".join(fixed) + "; the repaired boxes overlapped, offline layout used"))
+        return (self.fallback or OfflinePlanner()).layout(objects, r.canvas, r.scene, r.max_iou, r.seed), sizing_rules(objects)
 
     def layout(self, objects: list[PlannedObject], canvas: int, scene: str, max_iou: float, seed: int):
         names = _names(objects)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from gen4gen.infra.records import Composition, DatasetConfig, Sample, SampleSet
+from gen4gen.infra.records import Composition, DatasetConfig, Reason, Sample, SampleSet
 from gen4gen.infra.storage import join, read_mask, read_rgb
 from gen4gen.models.contracts import Judge, JudgeItem
 from gen4gen.tasks.stage import Job, Stage, each_batch, run_set
@@ -36,10 +36,22 @@ def filter_samples(samples: list[Sample], job: Job, model: Judge) -> None:
             if verdict.failed is not None:
                 sample.fail(verdict.failed.code, STAGE, verdict.failed.detail)
                 continue
-            sample.reasons.extend(verdict.reasons)
-            sample.status = "dropped" if verdict.reasons else "kept"
+            reasons = verdict.reasons + cutout_reasons(sample, job)
+            sample.reasons.extend(reasons)
+            sample.status = "dropped" if reasons else "kept"
 
     each_batch(samples, STAGE, model.batch_size, batch)
+
+
+def cutout_reasons(sample: Sample, job: Job) -> list[Reason]:
+    """A reason per cut-out check that a photo the sample was built from failed, whatever
+    the judge: a piece of a photo is not the concept, however good the image looks."""
+    reasons = []
+    for concept in sample.concepts:
+        cut = job.cutouts.get(sample.plan.photos.get(concept, ""))
+        for flag in cut.flags if cut is not None else []:
+            reasons.append(Reason(code=flag.code, stage=STAGE, detail=f"{concept}: {cut.photo}: {flag.detail}"))
+    return reasons
 
 
 def options(config: DatasetConfig, job: Job | None) -> dict:

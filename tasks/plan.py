@@ -37,13 +37,14 @@ def sample_seed(base: int, composition: str, index: int) -> int:
 
 
 def choose_photo(rng: np.random.Generator, cutouts: list[Cutout]) -> Cutout:
-    """One source photo at random, as the paper does; usable photos first.
+    """One source photo at random, as the paper does; photos whose cut-outs pass their
+    checks first (tasks/cutouts.py), then any usable one.
 
-    A concept whose photos are all unusable still gets one, so its samples are recorded
-    as dropped with the photo's reason instead of vanishing.
+    A concept whose photos are all unusable or flagged still gets one, so its samples are
+    recorded as dropped with the photo's reason instead of vanishing.
     """
     usable = [c for c in cutouts if c.usable]
-    pool = usable or cutouts
+    pool = [c for c in usable if not c.flags] or usable or cutouts
     return pool[int(rng.integers(len(pool)))]
 
 
@@ -52,7 +53,7 @@ def settings(config: DatasetConfig, comp: Composition) -> dict:
     return {
         "stage": config.stages.plan, "canvas": config.canvas, "max_iou": config.max_iou, "seed": config.seed,
         "composition": comp.id, "scenes": comp.scenes,
-        "concepts": [(c, config.concept(c).category) for c in comp.concepts],
+        "concepts": [(c, config.concept(c).category, config.concept(c).size) for c in comp.concepts],
     }
 
 
@@ -66,7 +67,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
     base = digest(settings(config, comp), PLAN.code_version(config))
     backend, options = PLAN.backend(config), PLAN.backend_options(config)
     committed = set() if job.refresh else committed_names(job.out, comp.id, STAGE)
-    kinds = [PlannedObject(c.id, c.category, category_aspect(c.category)) for c in concepts]
+    kinds = [PlannedObject(c.id, c.category, category_aspect(c.category), c.size) for c in concepts]
     scenes = comp.scenes or _scenes(job, kinds, base, committed)
 
     samples: dict[int, Sample] = {}
@@ -77,11 +78,14 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
         chosen = {c.id: choose_photo(rng, cutouts[c.id]) for c in concepts}
         objects = tuple(
             PlannedObject(c.id, c.category,
-                          chosen[c.id].bbox[2] / chosen[c.id].bbox[3] if chosen[c.id].usable else category_aspect(c.category))
+                          chosen[c.id].bbox[2] / chosen[c.id].bbox[3] if chosen[c.id].usable else category_aspect(c.category),
+                          c.size)
             for c in concepts
         )
         scene = scenes[index % len(scenes)]
-        used = {cid: (cut.photo, cut.photo_sha256, cut.mask, cut.bbox) for cid, cut in chosen.items()}
+        # The flags are in the id: a check that changes its verdict on a photo re-plans.
+        used = {cid: (cut.photo, cut.photo_sha256, cut.mask, cut.bbox, [f.code for f in cut.flags])
+                for cid, cut in chosen.items()}
         sample_id = f"{index:05d}-{digest(base, index, seed, scene, used)[:KEY_LENGTH]}"
         cached = read_record(job.out, f"{STAGES_DIR}/{comp.id}/{STAGE}/{sample_id}.json") if f"{sample_id}.json" in committed else None
         if cached is not None and cached.id == sample_id:
@@ -96,7 +100,8 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
         for (index, sample_id, chosen, request), layout in zip(todo, layouts):
             plan = LayoutPlan(
                 composition=comp.id, index=index, canvas=config.canvas,
-                boxes=[Box(concept=o.concept, x=b[0], y=b[1], w=b[2], h=b[3]) for o, b in zip(request.objects, layout.boxes)],
+                boxes=[Box(concept=o.concept, x=b[0], y=b[1], w=b[2], h=b[3], sized_by=rule)
+                       for o, b, rule in zip(request.objects, layout.boxes, layout.sizing or [None] * len(layout.boxes))],
                 scene=request.scene, seed=request.seed, photos={cid: cut.photo for cid, cut in chosen.items()},
                 planner=layout.made_by,
             )

@@ -363,6 +363,8 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
         files[copy] = sha256(data)
         index_copies[name] = copy
     unusable = {c.photo: c.error.detail for cuts in cutouts.values() for c in cuts if c.error is not None}
+    flagged = {c.photo: "; ".join(f"{f.code}: {f.detail}" for f in c.flags)
+               for cuts in cutouts.values() for c in cuts if c.flags}
     manifest = Manifest(
         dataset=config.name,
         version=config.version,
@@ -379,6 +381,7 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
         failed=sum(st.failed for st in stats),
         planned=sum(st.planned for st in stats),
         unusable_photos=dict(sorted(unusable.items())),
+        flagged_photos=dict(sorted(flagged.items())),
     )
     write_bytes(join(out, "manifest.json"), manifest.model_dump_json(indent=2).encode())
     for name, data in entry_points.items():

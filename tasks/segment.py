@@ -16,10 +16,11 @@ from gen4gen.infra import progress
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.limits import gpu_slot
 from gen4gen.infra.records import Concept, Cutout, Reason, StageConfig
-from gen4gen.infra.storage import (decode_image, exists, join, read_bytes, read_input, sha256, to_rgb_alpha,
-                                   write_bytes, write_png)
+from gen4gen.infra.storage import (decode_image, exists, join, read_bytes, read_input, read_mask, sha256,
+                                   to_rgb_alpha, write_bytes, write_png)
 from gen4gen.models import registry
 from gen4gen.models.contracts import Segmenter
+from gen4gen.tasks import cutouts as cutouts_checks
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import IMAGE_FORMAT, KEY_LENGTH, Stage
 
@@ -71,6 +72,7 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: boo
 
     cutouts: dict[int, Cutout] = {}
     todo: list[tuple[int, str, str, tuple[np.ndarray, np.ndarray | None]]] = []
+    stale: list[tuple[int, bytes]] = []  # cached masks measured by older checks
     for i, photo in enumerate(concept.photos):
         try:
             data = read_input(photo)
@@ -79,6 +81,8 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: boo
             if not refresh and exists(record_uri):
                 cached = Cutout.model_validate_json(read_bytes(record_uri))
                 cutouts[i] = cached.model_copy(update={"photo": photo})
+                if cached.usable and cached.measures.get("checks") != cutouts_checks.CHECKS_ID:
+                    stale.append((i, data))
             else:
                 todo.append((i, photo, sha, to_rgb_alpha(decode_image(data, photo))))
         except BadInput as err:
@@ -89,17 +93,23 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: boo
                 registry.use("segment", stage.backend, stage.options) as model:
             masks = model.segment_batch([item[3] for item in todo], categories=[concept.category] * len(todo))
         progress.computed(concept.id, "segment", len(todo))
-    for (i, photo, sha, _), mask in zip(todo, masks):
+    for (i, photo, sha, (rgb, _)), mask in zip(todo, masks):
         cut = describe(photo, mask).model_copy(update={"photo_sha256": sha})
         if cut.error is None:
             mask_path = entry(sha, "png")
             write_png(join(out, mask_path), mask)
-            cut = cut.model_copy(update={"mask": mask_path})
+            cut = cut.model_copy(update={"mask": mask_path, "measures": cutouts_checks.measures_of(mask, rgb)})
         # The record is written after its mask: a record that exists points at a whole mask.
         write_bytes(join(out, entry(sha, "json")), cut.model_dump_json().encode())
         cutouts[i] = cut
+    for i, data in stale:  # re-measured, not re-segmented: the checks are not the mask's code
+        cut = cutouts[i]
+        rgb = to_rgb_alpha(decode_image(data, cut.photo))[0]
+        cut = cut.model_copy(update={"measures": cutouts_checks.measures_of(read_mask(join(out, cut.mask)), rgb)})
+        write_bytes(join(out, entry(cut.photo_sha256, "json")), cut.model_dump_json().encode())
+        cutouts[i] = cut
     progress.advance(concept.id, "segment", len(concept.photos))
-    return [cutouts[i] for i in range(len(concept.photos))]
+    return cutouts_checks.check_concept([cutouts[i] for i in range(len(concept.photos))])
 
 
 def cutouts_by_photo(cutouts: dict[str, list[Cutout]], concepts: list[str]) -> dict[str, Cutout]:

@@ -266,7 +266,13 @@ def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypat
     cutouts = {cid: [Cutout(photo=f"{cid}.png", mask=f"{cid}-mask.png", bbox=(0, 0, 40, 30))] for cid in ("chelsea", "coffee")}
     samples = plan_composition(Job(str(tmp_path), config, config.compositions[0]), cutouts)
     assert [s.plan.scene for s in samples] == ["in the garden", "on a kitchen table", "in a living room"]
-    assert all(s.notes == [] and s.plan.planner == "openai" for s in samples)
+    assert all(s.plan.planner == "openai" for s in samples)
+    # The fake draws both objects alike: the mug's box is far off its size prior, so repaired.
+    assert all([n.code for n in s.notes] == ["size_repaired"] and "coffee" in s.notes[0].detail for s in samples)
+    for s in samples:
+        cat, mug = s.plan.boxes
+        assert cat.sized_by == "llm" and mug.sized_by.startswith("llm, repaired to prior mug")
+        assert max(cat.w, cat.h) >= 2 * max(mug.w, mug.h)
     assert [r["kind"] for r in llm.requests] == ["scenes", "sizes", "layout", "layout", "layout"]
     # Another composition (a fresh planner) whose scenes cannot be had: library scenes, noted.
     llm.turns = {"scenes": ["malformed", "malformed"]}
@@ -275,7 +281,8 @@ def test_plan_stage_uses_the_endpoints_scenes_and_notes_fallbacks(llm, monkeypat
     config.stages.plan.options = options
     samples = plan_composition(Job(str(tmp_path), config, config.compositions[0]), cutouts)
     assert [s.plan.scene for s in samples] == OfflinePlanner().scenes([PlannedObject("chelsea", "cat", 1), PlannedObject("coffee", "mug", 1)], 3)
-    assert all([n.code for n in s.notes] == ["scenes_fallback"] and s.notes[0].stage == "plan" for s in samples)
+    assert all([n.code for n in s.notes] == ["scenes_fallback", "size_repaired"] and s.notes[0].stage == "plan"
+               for s in samples)
 
 
 def test_cli_associate_writes_yaml_a_recipe_accepts(llm, monkeypatch, tmp_path, capsys):
