@@ -199,10 +199,10 @@ def report(results: list[dict], run: dict | None, work: Path) -> None:
                       f"{r['good_flagged']}/{r['good']}", f"{len(r['ambiguous_flagged'])}/{len(r['ambiguous'])}")
     console.print(table)
     for r in results:
-        low = ", ".join(f"{x['photo']} {x['iou']:.2f} [{';'.join(x['flags']) or 'not flagged'}]"
+        low = ", ".join(f"{x['photo']} {x['iou']:.2f} ({';'.join(x['flags']) or 'not flagged'})"
                         for x in r["rows"] if x["iou"] < 0.8 and not x["ambiguous"])
         console.print(f"{r['backend']}: below 0.8: {low or 'none'}")
-        flagged = ", ".join(f"{x['photo']} [{';'.join(x['flags'])}]" for x in r["rows"] if x["flags"])
+        flagged = ", ".join(f"{x['photo']} ({';'.join(x['flags'])})" for x in r["rows"] if x["flags"])
         console.print(f"{r['backend']}: flagged: {flagged or 'none'}")
     if run:
         console.print(f"generate (default backends): {run['kept']} kept, {run['dropped']} dropped, {run['failed']} failed "
