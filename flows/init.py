@@ -45,7 +45,7 @@ def build_recipe(found, recipe_path: Path, name: str, canvas: int, most: int, sa
         "name": name, "version": "v1", "canvas": canvas, "max_iou": 0.05,
         "concepts": concepts, "compositions": compositions,
         "stages": {
-            "plan": {"backend": "offline"}, "segment": {"backend": "offline"},
+            "plan": {"backend": "offline"}, "segment": {"backend": "auto"},
             "repaint": {"backend": "offline"}, "caption": {"backend": "template"},
             "filter": {"max_occlusion": 0.4, "min_visible_area": 0.15},
         },

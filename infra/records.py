@@ -325,6 +325,10 @@ class Manifest(Record):
     unusable_photos: dict[str, str] = Field(
         default_factory=dict, description="photo URI -> why it could not be used"
     )
+    segmenter: dict[str, str] = Field(
+        default_factory=dict,
+        description="what cut the objects out: backend, and for isnet the model file and its sha256",
+    )
     kept: int
     dropped: int
     failed: int
@@ -387,7 +391,10 @@ class FilterConfig(Record):
 
 class StagesConfig(Record):
     plan: StageConfig = StageConfig()
-    segment: StageConfig = StageConfig()
+    # `auto`: isnet where its weights were fetched, else offline (models/weights.py:
+    # resolve_segment, called once before a run makes any key, so keys and records name the
+    # backend that ran).
+    segment: StageConfig = StageConfig(backend="auto")
     repaint: StageConfig = StageConfig()
     caption: StageConfig = StageConfig(backend="template")
     filter: FilterConfig = FilterConfig()

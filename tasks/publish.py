@@ -34,6 +34,7 @@ from gen4gen.infra.storage import (
     exists, file_sha256, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
 )
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample, SampleSet
+from gen4gen.models.weights import describe_segmenter
 from gen4gen.tasks import ownership
 from gen4gen.tasks.card import dataset_card
 from gen4gen.tasks.common import digest
@@ -379,6 +380,7 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
         failed=sum(st.failed for st in stats),
         planned=sum(st.planned for st in stats),
         unusable_photos=dict(sorted(unusable.items())),
+        segmenter=describe_segmenter(config.stages.segment),
     )
     write_bytes(join(out, "manifest.json"), manifest.model_dump_json(indent=2).encode())
     for name, data in entry_points.items():
