@@ -443,10 +443,6 @@ def _summary(console, manifest, seconds: float) -> None:
     )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _weights_parser(sub) -> None:
     wts = sub.add_parser("weights", help="fetch or list model weights (IS-Net, the paper's segmenter)")
     wsub = wts.add_subparsers(dest="weights_command", required=True)
@@ -486,7 +482,7 @@ def _weights(args: argparse.Namespace) -> int:
                 table.add_row(row.name, str(row.path), "-", "-", f"absent: {weights.FETCH_COMMAND}"
                               + ("" if row.pinned.size == "medium" else f" --size {row.pinned.size}"))
             else:
-                table.add_row(row.name, str(row.path), f"{row.bytes:,}", row.sha256 or "",
+                table.add_row(row.name, str(row.path), f"{row.bytes:,}", (row.sha256 or "")[:16] + "…",
                               "matches the pin" if row.matches else f"[red]differs[/red] (pinned {row.pinned.sha256})")
         console.print(table)
         return 0
@@ -500,3 +496,8 @@ def _weights(args: argparse.Namespace) -> int:
             f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -38,8 +38,6 @@ from gen4gen.infra.records import DatasetConfig, StageConfig
 PACKAGE = "@imgly/background-removal-data"
 PACKAGE_VERSION = "1.4.5"
 SOURCE = f"npm package {PACKAGE}@{PACKAGE_VERSION}"
-PACKAGE_LICENCE = "AGPL-3.0 (the npm package, its LICENSE.md)"
-MODEL_LICENCE = "MIT (ISNET, https://github.com/xuebinqin/DIS, as its ThirdPartyLicenses.json says)"
 FETCH_COMMAND = "gen4gen weights fetch isnet"
 NPM_SECONDS = 900  # `npm pack` of 136 MB; a stuck registry must not hang the command
 
@@ -269,8 +267,9 @@ def fetch_isnet(size: str = "medium", tarball: str | Path | None = None, *, expe
         licences = _licences(meta)
     say(f"stored {target} ({total:,} bytes, sha256 {digest})")
     say(f"from {source}")
-    say(f"licence of the package: {PACKAGE_LICENCE}" + (f"; LICENSE.md: {licences['package']}" if "package" in licences else ""))
-    say(f"licence of the model: {MODEL_LICENCE}" + (f"; ThirdPartyLicenses.json: ISNET {licences['model']}" if "model" in licences else ""))
+    package = f"AGPL-3.0 (LICENSE.md: {licences.get('package') or 'missing'})"
+    model = f"ISNET {licences.get('model') or 'MIT (https://github.com/xuebinqin/DIS)'} (ThirdPartyLicenses.json)"
+    say(f"licence: the npm package {package}; the model {model}")
     return Fetched(target, pin.size, total, digest, source, licences)
 
 
