@@ -435,6 +435,10 @@ def _summary(console, manifest, seconds: float) -> None:
     console.print(table)
     for photo, why in manifest.unusable_photos.items():
         console.print(f"[yellow]unusable photo[/yellow] {escape(why)}", highlight=False)
+    if manifest.segmenter:  # which segmenter `auto` ran (the manifest and the card say it too)
+        seg = manifest.segmenter
+        console.print(f"cut-outs: {seg['backend']}" + (f" ({seg['model']})" if seg.get("model") else ""),
+                      highlight=False, markup=False)
     console.print(
         f"wall time {seconds:.1f} s. Dataset: {manifest.uri}\n"
         f"  load it: datasets.load_dataset('{manifest.uri.removeprefix('file://')}')"
