@@ -143,3 +143,27 @@ def test_help_says_what_small_costs():
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
     assert "8-bit" in text and "0.93" in text and "0.99" in text and "medium (default)" in text
+
+
+def test_a_run_without_weights_warns_with_the_command_and_isnet_without_them_exits_2(tmp_path):
+    """`auto` (the default) without weights: offline, and the run says what makes it better
+    (the flow's logger: on the console and in the Prefect log). `isnet` named without its
+    weights: exit 2 before any work, naming the path and the command."""
+    import yaml
+
+    from conftest import small_recipe
+
+    raw = small_recipe(tmp_path, samples=1, canvas=128)
+    raw["compositions"] = raw["compositions"][:1]
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(raw))
+    result = gen4gen("generate", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "IS-Net weights not found" in result.stderr and "`gen4gen weights fetch isnet`" in result.stderr
+    assert "cut-outs: offline" in result.stderr
+
+    raw["stages"] = {"segment": {"backend": "isnet"}}
+    recipe.write_text(yaml.safe_dump(raw))
+    named = gen4gen("generate", str(recipe), "--out", str(tmp_path / "other"))
+    assert named.returncode == 2, named.stderr[-3000:]
+    assert str(weights.weights_path("medium")) in named.stderr and "gen4gen weights fetch isnet" in named.stderr
