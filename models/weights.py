@@ -199,6 +199,12 @@ def resolve_config(config: DatasetConfig, env: dict[str, str] | None = None) -> 
     return config, [note] if note else []
 
 
+def as_run(config: DatasetConfig) -> DatasetConfig:
+    """A recipe as a run resolved it: one still saying `segment: auto` (a caller that did
+    not resolve it) is resolved now; any other is returned as it is."""
+    return resolve_config(config)[0] if config.stages.segment.backend == "auto" else config
+
+
 def describe_segmenter(stage: StageConfig) -> dict[str, str]:
     """What cut the objects out, for the manifest and the card: the backend and, for isnet,
     the model file's name and sha256 (as the resolved options hold them)."""

@@ -23,7 +23,7 @@ import yaml
 
 from gen4gen.infra.records import CompositionStats, DatasetConfig, Manifest
 from gen4gen.infra.storage import sha256
-from gen4gen.models.weights import describe_segmenter, resolve_config
+from gen4gen.models.weights import as_run, describe_segmenter
 
 BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the paper's base (SD 1.5)
 FEATURES = [  # metadata.jsonl's columns (tasks/publish.py: metadata_rows), file_name -> image
@@ -99,8 +99,7 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
     exists) from its compositions' counts; the recipe's hash is the manifest's. `config` is
     the recipe as the run resolved it; one still saying `segment: auto` is resolved here as a
     run would resolve it (models/weights.py)."""
-    if config.stages.segment.backend == "auto":
-        config = resolve_config(config)[0]
+    config = as_run(config)
     stats = list(manifest.compositions if isinstance(manifest, Manifest) else manifest)
     config_sha = sha256(config.model_dump_json(exclude={"run"}).encode())  # as Manifest.config_sha256
     kept, planned = sum(s.kept for s in stats), sum(s.planned for s in stats)
