@@ -458,7 +458,9 @@ def _weights_parser(sub) -> None:
     fet.add_argument("model", choices=["isnet"], help="the model to fetch")
     fet.add_argument("--size", choices=["medium", "small"], default="medium",
                      help="medium (default): 88 MB, float32, mean IoU 0.99 on held-out photos; small: 44 MB, "
-                     "8-bit, faster, loses parts of objects on some photos (mean IoU 0.93)")
+                     "8-bit, loses parts of objects on some photos (mean IoU 0.93); faster only where the CPU "
+                     "has fast 8-bit arithmetic (on the project's machine it is not: 4.8 CPU s a photo, "
+                     "medium 4.4)")
     fet.add_argument("--from", dest="tarball", metavar="TARBALL",
                      help="the package's tarball copied in (imgly-background-removal-data-1.4.5.tgz, made by "
                      "`npm pack @imgly/background-removal-data@1.4.5` elsewhere): for machines without npm")
