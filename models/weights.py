@@ -69,6 +69,10 @@ SIZES = tuple(ISNET)
 MAX_META_BYTES = 4 << 20  # resources.json, the licence files
 MAX_CHUNK_BYTES = 64 << 20
 MAX_MODEL_BYTES = 512 << 20
+# The whole tarball as it unpacks (the real one: about 170 MB in some 60 members): a pass
+# over a gzip bomb or an endless member list stops here rather than decompressing forever.
+MAX_TARBALL_BYTES = 2 << 30
+MAX_MEMBERS = 10_000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _META = {"package/dist/resources.json", "package/ThirdPartyLicenses.json", "package/LICENSE.md",
          "package/package.json"}
@@ -316,7 +320,12 @@ def _read_members(tgz: Path, want: Callable[[str], bool], into: Path, limit: int
     out: dict[str, Path] = {}
     try:
         with tarfile.open(tgz, mode="r|*") as tar:
+            unpacked = members = 0
             for member in tar:
+                unpacked, members = unpacked + member.size, members + 1
+                if unpacked > MAX_TARBALL_BYTES or members > MAX_MEMBERS:
+                    raise WeightsError(f"{tgz}: over {MAX_MEMBERS} members or {MAX_TARBALL_BYTES} bytes "
+                                       "unpacked; not the package's tarball")
                 if not _safe_name(member.name):
                     raise WeightsError(f"{tgz}: member {member.name!r} is outside package/; refused")
                 if not want(member.name):
