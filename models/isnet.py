@@ -43,7 +43,8 @@ DEFAULT_SIDE = 1024  # the input side of the published models, used when the fil
 class IsNetOptions(Options):
     weights: str | None = Field(default=None, description="path of an IS-Net ONNX; default: the fetched model")
     size: Literal["medium", "small"] = Field(default="medium", description="which fetched model")
-    threads: int | None = Field(default=None, ge=1, le=1024, description="CPU threads; default: the worker's share")
+    threads: int | None = Field(default=None, ge=1, le=1024,
+                                description="CPU threads; default: the worker's share")
     feather: float = Field(default=2.0, ge=0, le=64, description="Gaussian sigma of the soft edge, in pixels")
     weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
                                        description="the weights file's digest (set when the run is planned)")

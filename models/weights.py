@@ -38,6 +38,7 @@ from gen4gen.infra.records import DatasetConfig, StageConfig
 PACKAGE = "@imgly/background-removal-data"
 PACKAGE_VERSION = "1.4.5"
 SOURCE = f"npm package {PACKAGE}@{PACKAGE_VERSION}"
+TARBALL = f"imgly-background-removal-data-{PACKAGE_VERSION}.tgz"  # the name `npm pack` gives it
 FETCH_COMMAND = "gen4gen weights fetch isnet"
 NPM_SECONDS = 900  # `npm pack` of 136 MB; a stuck registry must not hang the command
 
@@ -135,7 +136,7 @@ def missing_message(path: Path | str, size: str = "medium", own: bool = False) -
         return f"stages.segment (isnet): weights file {path} does not exist (option 'weights')"
     flag = "" if size == "medium" else f" --size {size}"
     return (f"stages.segment (isnet): no weights at {path}; fetch them with `{FETCH_COMMAND}{flag}` "
-            f"(or `--from TARBALL` of {PACKAGE}-{PACKAGE_VERSION}.tgz on a machine without npm)")
+            f"(or `--from TARBALL` of {TARBALL} on a machine without npm)")
 
 
 # --------------------------------------------------------------------------- resolve
@@ -288,7 +289,7 @@ def _npm_pack(work: Path, say: Callable[[str], None], seconds: float) -> Path:
     if npm is None:
         raise WeightsError(
             f"npm is not on PATH: install Node.js (it brings npm: https://nodejs.org) and run "
-            f"`{FETCH_COMMAND}` again, or copy the tarball ({PACKAGE}-{PACKAGE_VERSION}.tgz, from "
+            f"`{FETCH_COMMAND}` again, or copy the tarball ({TARBALL}, from "
             f"`npm pack {PACKAGE}@{PACKAGE_VERSION}` on another machine) here and use "
             f"`{FETCH_COMMAND} --from TARBALL`")
     spec = f"{PACKAGE}@{PACKAGE_VERSION}"
@@ -297,7 +298,8 @@ def _npm_pack(work: Path, say: Callable[[str], None], seconds: float) -> Path:
         done = subprocess.run([npm, "pack", spec, "--silent"], cwd=work, capture_output=True, text=True,
                               timeout=seconds, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise WeightsError(f"npm pack {spec} took over {seconds:.0f} s; try again, or use --from TARBALL") from None
+        raise WeightsError(f"npm pack {spec} took over {seconds:.0f} s; try again, or use --from TARBALL") \
+            from None
     found = sorted(work.glob("*.tgz"))
     if done.returncode != 0 or len(found) != 1:
         tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
@@ -368,13 +370,15 @@ def _chunks(resources: Path, key: str, tgz: Path) -> list[tuple[str, tuple[int, 
         size = int(entry["size"])
         chunks = [(str(c["hash"]), (int(c["offsets"][0]), int(c["offsets"][1]))) for c in entry["chunks"]]
     except (ValueError, KeyError, TypeError, IndexError) as err:
-        raise WeightsError(f"{tgz}: resources.json has no usable entry {key!r} ({type(err).__name__}: {err})") from None
+        raise WeightsError(f"{tgz}: resources.json has no usable entry {key!r} "
+                           f"({type(err).__name__}: {err})") from None
     at = 0
     for name, (start, end) in chunks:
         if not _HEX64.fullmatch(name):
             raise WeightsError(f"{tgz}: resources.json names chunk {name!r}, not a sha256")
         if start != at or end <= start:
-            raise WeightsError(f"{tgz}: resources.json: chunk {name} covers {start}-{end}, expected to start at {at}")
+            raise WeightsError(f"{tgz}: resources.json: chunk {name} covers {start}-{end}, "
+                               f"expected to start at {at}")
         at = end
     if at != size or size > MAX_MODEL_BYTES:
         raise WeightsError(f"{tgz}: resources.json: {key} chunks end at {at}, its size is {size}")
@@ -409,7 +413,8 @@ def _licences(meta: dict[str, Path]) -> dict[str, str]:
     found: dict[str, str] = {}
     lic = meta.get("package/LICENSE.md")
     if lic is not None:
-        first = next((ln.strip("# ").strip() for ln in lic.read_text("utf-8", "replace").splitlines() if ln.strip()), "")
+        lines = lic.read_text("utf-8", "replace").splitlines()
+        first = next((ln.strip("# ").strip() for ln in lines if ln.strip()), "")
         found["package"] = first
     third = meta.get("package/ThirdPartyLicenses.json")
     if third is not None:
