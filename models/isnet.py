@@ -41,7 +41,8 @@ DEFAULT_SIDE = 1024  # the input side of the published models, used when the fil
 
 
 class IsNetOptions(Options):
-    weights: str | None = Field(default=None, description="path of an IS-Net ONNX; default: the fetched model")
+    weights: str | None = Field(default=None, description="a local IS-Net ONNX file (absolute, or relative "
+                                "to the working directory); default: the fetched model of `size`")
     size: Literal["medium", "small"] = Field(default="medium", description="which fetched model")
     threads: int | None = Field(default=None, ge=1, le=1024,
                                 description="CPU threads; default: the worker's share")
@@ -80,7 +81,7 @@ class IsNetSegmenter:
         self.path = fetched.weights_file(self.options.weights, self.options.size)
         self.sha256 = fetched.file_sha256(self.path)
         if self.options.weights_sha256 and self.options.weights_sha256 != self.sha256:
-            raise fetched.WeightsError(
+            raise fetched.WeightsMissing(  # the weights planned are not there: retrying will not help
                 f"{WHAT}: weights file {self.path} has sha256 {self.sha256}, not {self.options.weights_sha256} "
                 "as when the run was planned (replaced during the run?); run again")
         self.threads = self.options.threads or worker_threads()

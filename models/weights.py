@@ -85,7 +85,8 @@ class WeightsError(ValueError):
 
 
 class WeightsMissing(WeightsError, FileNotFoundError):
-    """The weights file is not there (permanent for a run: retrying does not fetch it)."""
+    """The weights file is not there, or not with the bytes the run was planned with
+    (permanent for a run: retrying does not fetch it)."""
 
 
 # --------------------------------------------------------------------------- where

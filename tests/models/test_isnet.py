@@ -193,3 +193,11 @@ def test_the_real_medium_model_cuts_real_photos_out_like_the_reference():
             assert mask.shape == want.shape
             assert iou(mask > 0.5, want) >= 0.9, photo
     registry.release("segment", "isnet", {"weights": str(path)})
+
+
+def test_weights_replaced_after_planning_refuse_to_load(tiny):
+    """The run recorded the file's digest in the options; other bytes there at load time
+    are refused (permanently: the flow does not retry it)."""
+    planned = weights.file_sha256(tiny["b"])
+    with pytest.raises(weights.WeightsMissing, match=planned):
+        registry.load("segment", "isnet", {"weights": str(tiny["a"]), "weights_sha256": planned})
