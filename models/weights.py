@@ -31,7 +31,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from gen4gen.infra.records import DatasetConfig, StageConfig
 
