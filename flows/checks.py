@@ -11,6 +11,7 @@ import inspect
 
 from gen4gen.infra.records import DatasetConfig
 from gen4gen.models import registry
+from gen4gen.models.weights import resolve_config
 from gen4gen.tasks.pipeline import check_backends
 
 FAMILIES = ("plan", "segment", "repaint", "caption")
@@ -30,6 +31,8 @@ def check_stages(config: DatasetConfig) -> None:
     loaded): a misspelt option is a ValueError naming it. A backend that takes `**options`
     checks them itself when it loads (models/options.py).
     """
+    # `auto` is checked as what it resolves to; an isnet stage without its weights fails here.
+    config = resolve_config(config)[0]
     check_backends(config)  # every declared stage's backend, the filter's included
     for family in FAMILIES:
         stage = getattr(config.stages, family)

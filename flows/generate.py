@@ -26,6 +26,7 @@ from gen4gen.infra.records import DatasetConfig, Manifest
 from gen4gen.tasks.gallery import gallery_task
 from gen4gen.flows.checks import check_stages
 from gen4gen.models import hf, registry
+from gen4gen.models.weights import WeightsMissing, resolve_config
 from gen4gen.tasks import ownership
 from gen4gen.tasks.pipeline import SAMPLE_STAGES, jobs as stage_jobs, own_cutouts
 from gen4gen.tasks.plan import PLAN, plan_task
@@ -39,7 +40,7 @@ PUBLISHED_EVENT = lineage.PUBLISHED_EVENT  # emitted by lineage.announce_dataset
 
 def transient(task, task_run, state) -> bool:
     """Retry a stage unless its error is permanent: missing weights stay missing."""
-    return not isinstance(state.result(raise_on_failure=False), hf.WeightsMissing)
+    return not isinstance(state.result(raise_on_failure=False), (hf.WeightsMissing, WeightsMissing))
 
 
 def task_options(config: DatasetConfig) -> dict:
@@ -76,6 +77,11 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     """Generate and publish one dataset version from a recipe (a YAML URI or a config)."""
     cfg = load_config(config, out) if isinstance(config, str) else config
     out = out or cfg.out
+    # Once, before any key: `auto` becomes the segmenter that runs (isnet where its weights
+    # are, else offline with a warning: on the console and in the run's log).
+    cfg, notes = resolve_config(cfg)
+    for note in notes:
+        get_run_logger().warning(note)
     check_stages(cfg)
     # A deployment does not go through the CLI: the folder is checked to be ours here too.
     ownership.claim(out, cfg, config if isinstance(config, str) else None)

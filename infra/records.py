@@ -343,6 +343,10 @@ class Manifest(Record):
         default_factory=dict,
         description="photo URI -> the cut-out checks it failed (its samples are dropped by the filter)",
     )
+    segmenter: dict[str, str] = Field(
+        default_factory=dict,
+        description="what cut the objects out: backend, and for isnet the model file and its sha256",
+    )
     kept: int
     dropped: int
     failed: int
@@ -405,7 +409,10 @@ class FilterConfig(Record):
 
 class StagesConfig(Record):
     plan: StageConfig = StageConfig()
-    segment: StageConfig = StageConfig()
+    # `auto`: isnet where its weights were fetched, else offline (models/weights.py:
+    # resolve_segment, called once before a run makes any key, so keys and records name the
+    # backend that ran).
+    segment: StageConfig = StageConfig(backend="auto")
     repaint: StageConfig = StageConfig()
     caption: StageConfig = StageConfig(backend="template")
     filter: FilterConfig = FilterConfig()

@@ -64,6 +64,10 @@ BACKENDS: dict[tuple[str, str], Backend] = {
         Backend("plan", "openai", M + "llm_planner:LLMPlanner", code=(M + "planner", M + "scenes")),
         Backend("segment", "offline", M + "segmenter:OfflineSegmenter"),
         Backend("segment", "sam", M + "sam:SamSegmenter", gpu=True),
+        # gpu=False: an ONNX session, not torch (nothing for the GPU budget to weigh or move); it
+        # runs on the CPU unless onnxruntime's CUDA provider is installed, and 88 MB of weights
+        # need no GPU slot of their own. models/segmenter.py: its alpha handling.
+        Backend("segment", "isnet", M + "isnet:IsNetSegmenter", code=(M + "segmenter",)),
         Backend("repaint", "offline", M + "repainter:OfflineRepainter", code=(M + "scenes",)),
         Backend("repaint", "sdxl", M + "diffusion_repaint:DiffusionRepainter", gpu=True,
                 code=(M + "repainter", M + "scenes"), args=("sdxl",)),

@@ -54,7 +54,7 @@ import re
 import numpy as np
 import cv2
 
-__all__ = ["OfflineSegmenter", "PERSON_WORDS", "VEHICLE_WORDS"]
+__all__ = ["OfflineSegmenter", "PERSON_WORDS", "VEHICLE_WORDS", "alpha_cutout", "clean_alpha"]
 
 # Category words (any word of a multi-word category, singular or plural) that mean "a
 # person": for these the segmenter looks for a face and seeds GrabCut from it.
@@ -174,6 +174,35 @@ def _guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) 
     return box(a) * guide + box(b)
 
 
+def alpha_cutout(alpha: np.ndarray | None, hw: tuple[int, int], min_area: float = 0.005) -> np.ndarray | None:
+    """The mask a photo's own transparency gives, or None when it has none to give.
+
+    An alpha channel that is opaque everywhere carries no cut-out (many PNGs are saved with
+    one by habit); only a real transparency is trusted as the mask, cleaned of specks. Every
+    backend that takes photos with alpha uses this, so they agree on such photos.
+    """
+    if alpha is None:
+        return None
+    a = _check_alpha(alpha, hw)
+    return clean_alpha(a, min_area) if float(a.min()) < 0.99 else None
+
+
+def clean_alpha(a: np.ndarray, min_area: float = 0.005) -> np.ndarray:
+    """Keep the given alpha, minus specks (dust, stray semi-transparent pixels); all zero
+    when less than `min_area` of the photo is solid."""
+    h, w = a.shape
+    solid = (a >= 0.5).astype(np.uint8)
+    if solid.sum() < min_area * h * w:
+        return np.zeros((h, w), np.float32)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.zeros(n, bool)
+    keep[1:] = areas >= max(4, 0.002 * h * w)
+    # Soft edge pixels (below 0.5) stay only next to a kept component.
+    near = cv2.dilate(keep[labels].astype(np.uint8), _ellipse(5)).astype(bool)
+    return np.where(near, a, 0.0).astype(np.float32)
+
+
 class OfflineSegmenter:
     """Classical foreground extraction (GrabCut seeded from the border) into a soft mask.
 
@@ -250,12 +279,9 @@ class OfflineSegmenter:
     ) -> np.ndarray:
         _check_rgb(rgb)
         h, w = rgb.shape[:2]
-        if alpha is not None:
-            a = _check_alpha(alpha, (h, w))
-            # An alpha channel that is opaque everywhere carries no cut-out (many PNGs are
-            # saved with one by habit); only a real transparency is trusted as the mask.
-            if float(a.min()) < 0.99:
-                return self._clean_alpha(a)
+        given = alpha_cutout(alpha, (h, w), self.min_area)
+        if given is not None:
+            return given
 
         small = self._shrink(rgb, self.grabcut_size)
         lab = cv2.cvtColor(small, cv2.COLOR_RGB2LAB).astype(np.float32)
@@ -598,17 +624,3 @@ class OfflineSegmenter:
         if self.feather > 0:
             mask = cv2.GaussianBlur(mask, (0, 0), self.feather)
         return np.clip(mask, 0.0, 1.0).astype(np.float32)
-
-    def _clean_alpha(self, a: np.ndarray) -> np.ndarray:
-        """Keep the given alpha, minus specks (dust, stray semi-transparent pixels)."""
-        h, w = a.shape
-        solid = (a >= 0.5).astype(np.uint8)
-        if solid.sum() < self.min_area * h * w:
-            return np.zeros((h, w), np.float32)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(solid, connectivity=8)
-        areas = stats[1:, cv2.CC_STAT_AREA]
-        keep = np.zeros(n, bool)
-        keep[1:] = areas >= max(4, 0.002 * h * w)
-        # Soft edge pixels (below 0.5) stay only next to a kept component.
-        near = cv2.dilate(keep[labels].astype(np.uint8), _ellipse(5)).astype(bool)
-        return np.where(near, a, 0.0).astype(np.float32)

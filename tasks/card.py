@@ -23,6 +23,7 @@ import yaml
 
 from gen4gen.infra.records import CompositionStats, DatasetConfig, Manifest
 from gen4gen.infra.storage import sha256
+from gen4gen.models.weights import as_run, describe_segmenter
 
 BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the paper's base (SD 1.5)
 FEATURES = [  # metadata.jsonl's columns (tasks/publish.py: metadata_rows), file_name -> image
@@ -60,6 +61,18 @@ def _options(options: dict) -> dict:
     return {k: v for k, v in options.items() if not any(w in k.lower() for w in SECRET_WORDS) or k.endswith("_env")}
 
 
+def cutouts_line(config: DatasetConfig) -> str:
+    """Which segmenter cut the objects out (as the manifest's `segmenter` says)."""
+    seg = describe_segmenter(config.stages.segment)
+    if seg["backend"] == "isnet":
+        digest = f", sha256 `{seg['model_sha256']}`" if "model_sha256" in seg else ""
+        return f"- cut-outs: made by `isnet` (IS-Net, DIS; model `{seg['model']}`{digest})"
+    if seg["backend"] == "offline":
+        return ("- cut-outs: made by `offline` (classical GrabCut, no weights: cut-outs may carry background; "
+                "`gen4gen weights fetch isnet` brings IS-Net's)")
+    return f"- cut-outs: made by `{seg['backend']}`"
+
+
 def header(config: DatasetConfig, kept: int) -> dict:
     return {
         "license": config.license or "other",
@@ -83,7 +96,10 @@ def header(config: DatasetConfig, kept: int) -> dict:
 def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[CompositionStats],
                  base_model: str = BASE_MODEL) -> bytes:
     """The card of a version: from its manifest, or (while publishing, before the manifest
-    exists) from its compositions' counts; the recipe's hash is the manifest's."""
+    exists) from its compositions' counts; the recipe's hash is the manifest's. `config` is
+    the recipe as the run resolved it; one still saying `segment: auto` is resolved here as a
+    run would resolve it (models/weights.py)."""
+    config = as_run(config)
     stats = list(manifest.compositions if isinstance(manifest, Manifest) else manifest)
     config_sha = sha256(config.model_dump_json(exclude={"run"}).encode())  # as Manifest.config_sha256
     kept, planned = sum(s.kept for s in stats), sum(s.planned for s in stats)
@@ -133,6 +149,7 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         opts = _options(dump["options"] if set(dump) == {"options"} else dump | {"options": _options(dump.get("options", {}))})
         shown = yaml.safe_dump(opts, default_flow_style=True, width=1000).strip() if opts else "{}"
         lines.append(f"- {family}: backend `{stage.backend}`, options `{shown}`")
+    lines.append(cutouts_line(config))
     lines += [
         "",
         "Every sample, kept or not, with its reasons is in `{composition}/samples-*.jsonl`; `manifest.json` "

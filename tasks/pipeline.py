@@ -7,8 +7,11 @@ plain loop, for tests, benchmarks and debugging. Both call the same stage functi
 
 from __future__ import annotations
 
+import logging
+
 from gen4gen.infra.records import Composition, CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.models import registry
+from gen4gen.models.weights import resolve_config
 from gen4gen.tasks.caption import CAPTION, caption_task
 from gen4gen.tasks.composite import COMPOSITE, composite_task
 from gen4gen.tasks.filter import FILTER, filter_task
@@ -53,6 +56,9 @@ def run_local(config: DatasetConfig, out: str | None = None, refresh: bool = Fal
               publish: bool = True) -> tuple[Manifest | None, dict[str, list[Sample]], dict[str, list[Cutout]]]:
     """Every stage in a plain loop, then publish: (manifest, samples per composition, cut-outs)."""
     out = out or config.out
+    config, notes = resolve_config(config)  # `auto` -> the segmenter that runs, before any key
+    for note in notes:
+        logging.getLogger("gen4gen").warning(note)
     check_backends(config)
     cutouts = {c.id: segment_concept(c, out, config.stages.segment, refresh) for c in config.concepts}
     samples: dict[str, list[Sample]] = {}

@@ -34,6 +34,7 @@ from gen4gen.infra.storage import (
     exists, file_sha256, join, local_path, read_bytes, remove, resolve, sha256, write_bytes,
 )
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample, SampleSet
+from gen4gen.models.weights import as_run, describe_segmenter
 from gen4gen.tasks import ownership
 from gen4gen.tasks.card import dataset_card
 from gen4gen.tasks.common import digest
@@ -315,7 +316,7 @@ def publish_dataset(
     images, which two runs must not interleave.
     """
     with lease(out):
-        return _publish(config, out, stats, cutouts)
+        return _publish(as_run(config), out, stats, cutouts)  # the hash and card of what ran
 
 
 def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cutouts: dict[str, list[Cutout]]) -> Manifest:
@@ -382,6 +383,7 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
         planned=sum(st.planned for st in stats),
         unusable_photos=dict(sorted(unusable.items())),
         flagged_photos=dict(sorted(flagged.items())),
+        segmenter=describe_segmenter(config.stages.segment),
     )
     write_bytes(join(out, "manifest.json"), manifest.model_dump_json(indent=2).encode())
     for name, data in entry_points.items():

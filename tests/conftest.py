@@ -11,8 +11,13 @@ import tempfile
 from pathlib import Path
 
 _HOME = tempfile.mkdtemp(prefix="gen4gen-tests-")
+# Where `gen4gen weights fetch` put real weights before the run (CI fetches IS-Net's): only
+# the tests that ask for them read it (`real_weights`). Every other test sees an empty
+# GEN4GEN_CACHE, so `segment: auto` is `offline` for them whatever this machine has.
+REAL_CACHE = os.environ.get("GEN4GEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gen4gen")
 os.environ.update(
     {
+        "GEN4GEN_CACHE": os.path.join(_HOME, "gen4gen-cache"),
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "HF_HOME": os.path.join(_HOME, "hf"),
@@ -31,6 +36,19 @@ from PIL import Image  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "configs" / "demo.yaml"
+
+
+def real_weights(size: str = "medium") -> Path:
+    """The real IS-Net file `gen4gen weights fetch isnet` stored before the tests (skips the
+    test, saying why, when it is not there or is not the pinned file)."""
+    from gen4gen.models import weights
+
+    path = weights.weights_path(size, env={"GEN4GEN_CACHE": REAL_CACHE})
+    if not path.is_file():
+        pytest.skip(f"no real IS-Net {size} weights at {path} (`gen4gen weights fetch isnet` puts them there)")
+    if weights.file_sha256(path) != weights.ISNET[size].sha256:
+        pytest.skip(f"{path} is not the pinned IS-Net {size} model")
+    return path
 
 
 @pytest.fixture(scope="session")
