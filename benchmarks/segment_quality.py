@@ -163,11 +163,9 @@ def main() -> int:
     if not (args.photos / "classes.csv").is_file():
         print(f"segment_quality: no real photos at {args.photos} (see ../shared/realphotos/README.md); nothing measured")
         return 0
-    from gen4gen.models import registry
-
     classes = subjects(args.photos, args.tiny)
     ambiguous = set((args.photos / "ambiguous.txt").read_text().split())
-    backends = args.backends or ["offline"] + (["isnet"] if ("segment", "isnet") in registry.BACKENDS and _has_weights() else [])
+    backends = args.backends or ["offline"] + (["isnet"] if _has_weights() else [])
     work = args.keep or Path(tempfile.mkdtemp(prefix="segment-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     results = [measure_backend(b, args.photos, classes, ambiguous, work) for b in backends]
@@ -177,11 +175,11 @@ def main() -> int:
 
 
 def _has_weights() -> bool:
-    try:
-        from gen4gen.models.weights import find  # the fetched IS-Net weights, if any
-    except ImportError:
-        return False
-    return find("isnet") is not None
+    """Whether `auto` would pick IS-Net here (its weights were fetched)."""
+    from gen4gen.infra.records import StageConfig
+    from gen4gen.models.weights import resolve_segment
+
+    return resolve_segment(StageConfig(backend="auto"))[0].backend == "isnet"
 
 
 def report(results: list[dict], run: dict | None, work: Path) -> None:
