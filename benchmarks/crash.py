@@ -28,6 +28,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--trials", "1", "--samples", "1"]
+HEADLINE = r" runs killed; \d+ of \d+ recovered"
+
 
 def recipe(samples: int, out: Path) -> dict:
     photos = {"chelsea": ("cat", "chelsea.png"), "coffee": ("mug", "coffee.png"), "rocket": ("rocket", "rocket.jpg")}

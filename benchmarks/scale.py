@@ -40,6 +40,11 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
+
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--sizes", "10", "--canvas", "64"]
+HEADLINE = r"^largest size: "
+
 BASES = [("chelsea.png", "cat"), ("coffee.png", "mug"), ("astronaut.png", "person"), ("rocket.jpg", "rocket"),
          ("motorcycle_left.png", "motorcycle"), ("cat.png", "cat"), ("hubble_deep_field.jpg", "lamp")]
 
@@ -223,6 +228,11 @@ def main() -> None:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) and v < 1 else f"{v:.1f}" if isinstance(v, float) else str(v)
                         for v in r.values()))
     Console(width=240).print(table)  # whole column names, also when piped to a file
+    r = rows[-1]
+    print(f"largest size: {r['samples']} samples, {r['s/sample']:.3f} s/sample, rerun {r['rerun s']:.1f} s, "
+          f"peak RSS {r['peak RSS GB']:.2f} GB, report {r['report MB']:.2f} MB")
+    if not Path(CHROMIUM).exists():
+        print(f"not run here: the report's opening time in Chromium (no {CHROMIUM})")
 
 
 if __name__ == "__main__":
