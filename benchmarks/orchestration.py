@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8, help="samples per composition")
     parser.add_argument("--repeat", type=int, default=3, help="alternating repeats; best kept")
     parser.add_argument("--tiny", action="store_true",
-                        help="canvas 128, 1 sample per composition, 1 repeat, no RSS run (the smoke run)")
+                        help="2 compositions, canvas 128, 1 sample each, 1 repeat, no RSS run (the smoke run)")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -88,11 +88,13 @@ def main() -> None:
     config = load_config(args.config)
     if args.tiny:
         args.samples, args.repeat = 1, 1
-        config = config.model_copy(update={"canvas": 128})
+        config = config.model_copy(update={"canvas": 128, "compositions": config.compositions[:2]})
     config = with_samples(config, args.samples)
     n = sum(c.samples for c in config.compositions)
     with tempfile.TemporaryDirectory() as tmp, prefect_test_harness(server_startup_timeout=60):
         warm = with_samples(config, 1)
+        if args.tiny:  # modules, textures and models load with the first composition
+            warm = warm.model_copy(update={"compositions": warm.compositions[:1]})
         direct(warm, f"{tmp}/warm-loop")
         run_generate(with_workers(warm, 1), f"{tmp}/warm-flow")
 

@@ -11,7 +11,8 @@ out. Each declares at its top level, as literals (read here without importing th
 A script without them, one that exits non-zero, runs past its time limit or prints no
 headline line fails the smoke run. A script that needs what this machine lacks (a GPU, an
 outside folder) prints one line starting `not run here:` and runs the rest; that line is
-shown. Prints one row per script (its headline, its wall time) and exits 1 on any failure.
+shown. Prints one row per script (its headline, its wall and CPU time) and exits 1 on any
+failure.
 Logs: $OUT/benchmark-smoke/ when $OUT is set, else a temporary folder (printed).
 """
 
@@ -21,6 +22,7 @@ import argparse
 import ast
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -86,6 +88,7 @@ class Result:
     notes: list[str]
     seconds: float
     log: Path | None = None
+    cpu: float = 0.0  # CPU seconds of the script and everything it started (waited for)
 
 
 def run(plan: Plan, logs: Path, limit: float = LIMIT_S) -> Result:
@@ -95,6 +98,7 @@ def run(plan: Plan, logs: Path, limit: float = LIMIT_S) -> Result:
     # Small models gain nothing from threads, and on a shared CPU idle threads spin.
     env.setdefault("OMP_NUM_THREADS", "1")
     log = logs / f"{plan.name}.log"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, str(plan.path), *plan.args], cwd=ROOT, env=env, stdout=f,
@@ -106,18 +110,21 @@ def run(plan: Plan, logs: Path, limit: float = LIMIT_S) -> Result:
             proc.wait()
             rc = None
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     text = log.read_text(errors="replace")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     notes = [ln for ln in lines if ln.startswith(NOT_HERE)]
     found = [ln for ln in lines if re.search(plan.headline, ln)]
     if rc is None:
-        return Result(plan, False, f"FAILED: over its {limit:.0f} s limit", notes, seconds, log)
+        return Result(plan, False, f"FAILED: over its {limit:.0f} s limit", notes, seconds, log, cpu)
     if rc != 0:
         tail = " | ".join(lines[-3:])[-300:]
-        return Result(plan, False, f"FAILED: exit {rc}: {tail}", notes, seconds, log)
+        return Result(plan, False, f"FAILED: exit {rc}: {tail}", notes, seconds, log, cpu)
     if not found:
-        return Result(plan, False, f"FAILED: printed no line matching HEADLINE {plan.headline!r}", notes, seconds, log)
-    return Result(plan, True, found[-1], notes, seconds, log)
+        return Result(plan, False, f"FAILED: printed no line matching HEADLINE {plan.headline!r}", notes, seconds,
+                      log, cpu)
+    return Result(plan, True, found[-1], notes, seconds, log, cpu)
 
 
 def table(results: list[Result], total: float) -> None:
@@ -125,13 +132,17 @@ def table(results: list[Result], total: float) -> None:
     from rich.table import Table
 
     failed = sum(not r.ok for r in results)
-    t = Table(title=f"benchmark smoke: {len(results)} scripts, {failed} failed, {total:.0f} s")
+    # The load average says how much of the wall time was other processes' (a shared machine).
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    t = Table(title=f"benchmark smoke: {len(results)} scripts, {failed} failed, {total:.0f} s wall, "
+                    f"{sum(r.cpu for r in results):.0f} s CPU, load {load:.1f} on {os.cpu_count()} CPUs")
     t.add_column("script")
     t.add_column("headline (smallest mode)", overflow="fold")
     t.add_column("wall s", justify="right")
+    t.add_column("CPU s", justify="right")
     for r in results:
         text = r.headline + "".join(f"\n[yellow]{n}[/yellow]" for n in r.notes)
-        t.add_row(r.plan.name, text, f"{r.seconds:.1f}", style=None if r.ok else "red")
+        t.add_row(r.plan.name, text, f"{r.seconds:.1f}", f"{r.cpu:.1f}", style=None if r.ok else "red")
     Console(width=None if sys.stdout.isatty() else 160).print(t)
 
 
