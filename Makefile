@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 OUT    ?= data/demo
 
-.PHONY: setup demo test benchmark serve clean
+.PHONY: setup demo test benchmark benchmark-smoke serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed, found " + sys.version' 
@@ -26,6 +26,9 @@ serve: setup   # local Prefect server + S3 server + work pool + worker; Ctrl-C s
 
 benchmark: setup
 	$(BIN)/python benchmarks/orchestration.py
+
+benchmark-smoke: setup   # every benchmarks/*.py in its smallest mode (benchmarks/smoke.py); CI runs it
+	$(BIN)/python benchmarks/smoke.py
 
 clean:
 	rm -rf data/demo .pytest_cache
