@@ -19,6 +19,9 @@ from conftest import run_recipe, small_recipe
 from gen4gen.infra.runners import RunnerMissing, task_runner
 from gen4gen.infra.records import RunConfig
 
+# Local Dask and Ray clusters, one at a time: under xdist these tests share one worker.
+pytestmark = pytest.mark.xdist_group("clusters")
+
 
 def test_threads_by_default_as_wide_as_run_workers():
     runner = task_runner(RunConfig(workers=3))
