@@ -111,6 +111,21 @@ def s3_server(_moto_endpoint, monkeypatch):
     s3fs.S3FileSystem.clear_instance_cache()
 
 
+@pytest.fixture(scope="session")
+def demo_published(tmp_path_factory):
+    """The shipped demo recipe, one sample per composition, published once per test process
+    by the CLI as a user runs it (`gen4gen generate configs/demo.yaml --samples 1`, its own
+    temporary Prefect server): (folder, the finished command). Tests read it and never
+    write to it; a test that damages it copies it first."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo-published") / "demo"
+    result = subprocess.run([sys.executable, "-m", "gen4gen.flows.cli", "generate", str(DEMO), "--out", str(out),
+                             "--samples", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return out, result
+
+
 def small_recipe(tmp_path: Path, samples: int = 2, canvas: int = 256, extra_concepts=(), extra_compositions=()) -> dict:
     """A small recipe on the demo's package photos: quick enough for flow tests."""
     concepts = [
@@ -172,7 +187,7 @@ def tiny_run(tmp_path_factory) -> dict:
 def pytest_collection_modifyitems(config, items):
     _skip_gpu_tests(items)
     _keep_together(items)
-    _long_ones_first(items)
+    _long_ones_first(config, items)
 
 
 def _skip_gpu_tests(items) -> None:
@@ -194,7 +209,9 @@ def _skip_gpu_tests(items) -> None:
 
 
 # Module fixtures cheap enough to set up again on every worker that runs one of the tests.
-_CHEAP_MODULE_FIXTURES = {"one_torch_thread"}
+_CHEAP_MODULE_FIXTURES = {"one_torch_thread", "prompt_file"}
+# Session fixtures that cost a whole run: the tests that read one share a group (a worker).
+_SHARED_SESSION_FIXTURES = ("demo_published",)
 
 
 def _keep_together(items) -> None:
@@ -208,6 +225,10 @@ def _keep_together(items) -> None:
             continue
         info = getattr(item, "_fixtureinfo", None)
         if info is None:
+            continue
+        shared = [name for name in _SHARED_SESSION_FIXTURES if name in info.names_closure]
+        if shared:  # its readers on one worker: built once
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
             continue
         for name in info.names_closure:
             defs = info.name2fixturedefs.get(name)
@@ -250,12 +271,10 @@ def _weight(item) -> int:
     return 1 if names & {"prefect_harness", "tiny_run", "tiny_vision"} else 2
 
 
-def _long_ones_first(items) -> None:
-    """Order the run by module, the modules with the longest tests first (each module stays
-    in one piece, so no module fixture is built twice). Under xdist the workers take work in
-    this order (`--no-loadscope-reorder`), so no long test starts last and runs alone."""
-    modules: dict[str, list] = {}
-    for item in items:
-        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
-    order = sorted(modules.values(), key=lambda group: min(_weight(i) for i in group))  # stable
-    items[:] = [item for group in order for item in group]
+def _long_ones_first(config, items) -> None:
+    """Under xdist the workers take work in collection order (`--no-loadscope-reorder`):
+    the long tests go first, so that none starts last and runs alone at the end. A group
+    moves with its longest test (one unit of work). A serial run keeps the files' order,
+    each module in one piece (no module fixture is built twice)."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=_weight)  # stable
