@@ -18,8 +18,13 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/gen4gen generate configs/demo.yaml --out $(OUT)
 
+# Test processes (pytest-xdist): the machine's 2 cores are often waiting on servers and
+# subprocesses, so one more worker than cores pays. `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= 3
+
 test: setup
-	$(BIN)/python -m pytest
+	@start=$$(date +%s); $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall clock, $(TEST_WORKERS) workers"; exit $$rc
 
 serve: setup   # local Prefect server + S3 server + work pool + worker; Ctrl-C stops it
 	$(BIN)/gen4gen serve
