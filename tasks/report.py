@@ -601,8 +601,9 @@ def _render_head(version, samples, photo_thumbs, changes, agreement, ratings, mi
         add("<section><h2>Unusable photos</h2><ul class=notes>" + "".join(
             f"<li><code>{_e(p)}</code>: {_e(why)}</li>" for p, why in m.unusable_photos.items()) + "</ul></section>")
     if m.flagged_photos:
-        add("<section><h2>Flagged cut-outs</h2><p class=sub>Their samples are dropped by the filter; "
-            "<code>gen4gen segment</code> shows them.</p><ul class=notes>" + "".join(
+        add("<section><h2>Flagged cut-outs</h2><p class=sub>The planner uses the concept's other photos; "
+            "a sample built from one of these is dropped by the filter. <code>gen4gen segment</code> "
+            "shows them.</p><ul class=notes>" + "".join(
                 f"<li><code>{_e(p)}</code>: {_e(why)}</li>" for p, why in m.flagged_photos.items()) + "</ul></section>")
 
     # Compositions: counts, a keep bar and seconds per stage.
