@@ -64,7 +64,8 @@ def prefect_harness():
     """One temporary Prefect server and database for every flow test of the session."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # Up to 3 start at once under xdist, beside the suite: a busy 2-core machine needs longer.
+    with prefect_test_harness(server_startup_timeout=180):
         yield
 
 

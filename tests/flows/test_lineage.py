@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def events(name: str, prefix: str, want: int = 1, timeout: float = 30) -> list:
+def events(name: str, prefix: str, want: int = 1, timeout: float = 30, mine: str = "") -> list:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
@@ -20,7 +20,8 @@ def events(name: str, prefix: str, want: int = 1, timeout: float = 30) -> list:
     deadline, found = time.monotonic() + timeout, []
     while time.monotonic() < deadline and len(found) < want:
         with get_client(sync_client=True) as client:
-            found = client.read_events(query, limit=50).events
+            found = [e for e in client.read_events(query, limit=50).events
+                     if str(e.payload.get("checkpoint", "")).startswith(mine)]
         time.sleep(0.5)
     return found
 
@@ -43,7 +44,10 @@ def test_dataset_version_training_run_and_checkpoints_point_at_each_other(tmp_pa
                    "batch_size": 1, "resolution": 64, "checkpoint_every": 1}, upstream=generate_run,
                   return_state=True)
     result = state.result()
-    landed = events("checkpoint.landed", f"gen4gen.checkpoint.{result.run}.", want=2)
+    # The run id follows the dataset and settings: other tests' runs of it (in their own
+    # folders, on the same test server when they ran first) are not this one's.
+    here = result.latest.rsplit("/checkpoints/", 1)[0]
+    landed = events("checkpoint.landed", f"gen4gen.checkpoint.{result.run}.", want=2, mine=here)
     assert sorted(e.payload["step"] for e in landed) == [1, 2]
     train_run = str(state.state_details.flow_run_id)
     for e in landed:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 import yaml
 
@@ -30,7 +31,10 @@ def test_an_interrupted_generate_exits_130_and_leaves_the_dataset_whole(tmp_path
     recipe.write_text(yaml.safe_dump(raw))
     proc = subprocess.Popen([*GEN4GEN, "generate", str(recipe)], cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    time.sleep(4)  # past the recipe checks: Prefect is starting or running
+    time.sleep(4)  # past the recipe checks: Prefect is starting or running...
+    started = time.monotonic()  # ...which, on a busy machine, can take longer: its server is a child
+    while proc.poll() is None and not psutil.Process(proc.pid).children() and time.monotonic() - started < 120:
+        time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()
     sent = time.monotonic()
     (os.killpg if group else os.kill)(proc.pid, sig)
