@@ -26,12 +26,14 @@ one, with the flag as its reason (tasks/filter.py).
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
 
 from gen4gen.infra.records import Cutout, Reason
 from gen4gen.models.registry import modules_hash
+from gen4gen.models.segmenter import PERSON_WORDS
 
 STAGE = "segment"
 # The measures' code version, kept among them (a float: measures are numbers) so a cached
@@ -99,8 +101,10 @@ def measure(mask: np.ndarray, rgb: np.ndarray) -> dict[str, float]:
     }
 
 
-def photo_flags(measures: dict[str, float]) -> list[Reason]:
-    """The checks that need only the photo's own mask."""
+def photo_flags(measures: dict[str, float], category: str | None = None) -> list[Reason]:
+    """The checks that need only the photo's own mask. A person's photo is a portrait cut off
+    by the bottom edge as a rule (the offline segmenter's person prior says so too): for
+    person categories the bottom edge is not held against the mask."""
     flags = []
     coverage = measures.get("coverage", 0.0)
     if coverage < NEAR_EMPTY:
@@ -109,6 +113,8 @@ def photo_flags(measures: dict[str, float]) -> list[Reason]:
     if coverage > WHOLE:
         flags.append(_flag("cutout_whole", f"the mask covers {coverage:.0%} of the photo (> {WHOLE:.0%})"))
     edges = {side: measures.get(f"edge_{side}", 0.0) for side in ("top", "bottom", "left", "right")}
+    if set(re.findall(r"[a-z]+", (category or "").lower())) & PERSON_WORDS:
+        edges["bottom"] = 0.0
     side, along = max(edges.items(), key=lambda kv: kv[1])
     if along > ALONG_EDGE:
         flags.append(_flag("cutout_frame", f"the mask runs along {along:.0%} of the {side} edge "
@@ -154,10 +160,10 @@ def odd_ones(measures: list[dict[str, float]]) -> dict[int, str]:
     return found
 
 
-def check_concept(cutouts: list[Cutout]) -> list[Cutout]:
+def check_concept(cutouts: list[Cutout], category: str | None = None) -> list[Cutout]:
     """The cut-outs with their flags: each photo's own checks, then the odd ones out."""
     usable = [i for i, c in enumerate(cutouts) if c.usable and c.measures]
-    flagged = {i: photo_flags(cutouts[i].measures) for i in usable}
+    flagged = {i: photo_flags(cutouts[i].measures, category) for i in usable}
     # Only photos whose masks pass their own checks are compared: a failed one is no yardstick.
     clean = [i for i in usable if not flagged[i]]
     for k, reason in odd_ones([cutouts[i].measures for i in clean]).items():

@@ -113,7 +113,7 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: boo
         write_bytes(join(out, entry(cut.photo_sha256, "json")), cut.model_dump_json().encode())
         cutouts[i] = cut
     progress.advance(concept.id, "segment", len(concept.photos))
-    return cutouts_checks.check_concept([cutouts[i] for i in range(len(concept.photos))])
+    return cutouts_checks.check_concept([cutouts[i] for i in range(len(concept.photos))], concept.category)
 
 
 def cutouts_by_photo(cutouts: dict[str, list[Cutout]], concepts: list[str]) -> dict[str, Cutout]:

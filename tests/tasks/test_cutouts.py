@@ -95,3 +95,11 @@ def test_unusable_cut_outs_keep_no_flags_and_are_not_compared():
     views = [_cut(i, blob(), photo()) for i in range(2)]
     checked = check_concept(views + [empty])
     assert [c.flags for c in checked] == [[], [], []]
+
+
+def test_a_portrait_cut_off_by_the_bottom_edge_passes_for_a_person_only():
+    m = blob(100, 60, 300, 240)
+    m[150:, 60:340] = 1.0  # shoulders down to the bottom edge
+    measures = measure(m, photo())
+    assert "cutout_frame" in [f.code for f in photo_flags(measures, "dog")]
+    assert photo_flags(measures, "woman") == []
