@@ -115,7 +115,7 @@ def trained(folder: Path, tokens: list[str]) -> list[str]:
 def check(examples: Path, root: Path, prior: bool = False) -> list[tuple[str, subprocess.CompletedProcess, list]]:
     """Publish, run the card's command (and its prior variant), return each run's
     (command, process, missing outputs)."""
-    from gen4gen.tasks.verify import problems
+    from gen4gen.tasks.publishing.verify import problems
 
     config, manifest, folder, base = publish_tiny(root)
     command = with_base(train_command((folder / "README.md").read_text()), str(base))

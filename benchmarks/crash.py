@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--samples", type=int, default=3)
     args = parser.parse_args()
-    from gen4gen.tasks.verify import fingerprint, problems
+    from gen4gen.tasks.publishing.verify import fingerprint, problems
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

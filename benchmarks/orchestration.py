@@ -32,7 +32,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 def direct(config, out: str) -> int:
     """The declared stages walked in a plain loop (tasks/pipeline.py: run_local): what the
     flow does, without Prefect."""
-    from gen4gen.tasks.gallery import gallery_markdown
+    from gen4gen.tasks.views.gallery import gallery_markdown
     from gen4gen.tasks.pipeline import run_local
 
     manifest, samples, _ = run_local(config, out)

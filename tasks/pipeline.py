@@ -11,12 +11,12 @@ import logging
 
 from gen4gen.infra.records import Composition, CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.models import registry
-from gen4gen.models.weights import resolve_config
+from gen4gen.models.segment.weights import resolve_config
 from gen4gen.tasks.caption import CAPTION, caption_task
 from gen4gen.tasks.composite import COMPOSITE, composite_task
 from gen4gen.tasks.filter import FILTER, filter_task
 from gen4gen.tasks.plan import PLAN, plan_composition
-from gen4gen.tasks.publish import collect_composition, publish_dataset
+from gen4gen.tasks.publishing.publish import collect_composition, publish_dataset
 from gen4gen.tasks.repaint import REPAINT, repaint_task
 from gen4gen.tasks.segment import SEGMENT, cutouts_by_photo, segment_concept
 from gen4gen.tasks.stage import Job, hand_on, run_set, take

@@ -40,7 +40,12 @@ def test_wheel_installs_only_gen4gen_at_the_top_level(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.startswith("gen4gen-")}
     assert tops == {"gen4gen"}
-    assert {"gen4gen/configs/demo.yaml", "gen4gen/configs/eval/demo.yaml", "gen4gen/tasks/report.js"} <= set(names)
+    assert {"gen4gen/configs/demo.yaml", "gen4gen/configs/eval/demo.yaml", "gen4gen/tasks/views/report.js",
+            "gen4gen/tasks/views/report.css", "gen4gen/tasks/views/templates/contact_sheet.html.j2",
+            "gen4gen/models/plan/sizes.csv"} <= set(names)
+    # Every folder of the tree ships as a package (a room left out of pyproject would be lost).
+    rooms = {str(p.parent.relative_to(ROOT)) for p in ROOT.glob("[ftmi]*/**/__init__.py") if "tests" not in p.parts}
+    assert {f"gen4gen/{room}/__init__.py" for room in rooms} <= set(names), rooms
     assert not any(n.startswith(("gen4gen/tests", "gen4gen/benchmarks")) for n in names)
 
 
@@ -50,7 +55,7 @@ def test_cli_and_default_prompts_resolve_from_an_empty_folder(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0, helped.stderr
     assert "eval/demo.yaml" in helped.stdout
-    code = ("from gen4gen.flows.evaluate import DEFAULT_PROMPTS; from gen4gen.tasks.prompts import load_prompt_set;"
+    code = ("from gen4gen.flows.evaluate import DEFAULT_PROMPTS; from gen4gen.tasks.evaluation.prompts import load_prompt_set;"
             " p = load_prompt_set(DEFAULT_PROMPTS); print(p.name, len(p.prompts), len(p.concepts))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr

@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from gen4gen.tasks.verify import problems
+from gen4gen.tasks.publishing.verify import problems
 from hostile_kit import GEN4GEN, REPO, publish_without_prefect, tiny_recipe
 
 

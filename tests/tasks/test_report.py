@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, small_recipe, write_uniform_photo
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.records import DatasetConfig
-from gen4gen.tasks.report import (
+from gen4gen.tasks.views.report import (
     DecisionsError, build_report, filter_agreement, load_version, parse_decisions, write_report,
 )
 from test_stages import run_stages  # the stage chain without Prefect, shared with the stage tests
