@@ -20,7 +20,34 @@ def test_layers_import_only_downward():
     result = subprocess.run([str(lint), str(ROOT / "pyproject.toml")], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 kept, 0 broken" in result.stdout
+    assert "6 kept, 0 broken" in result.stdout
+
+
+def test_a_lower_room_importing_a_higher_one_breaks_its_contract(tmp_path):
+    """The contracts are not vacuous: the package copied, two bad imports added, linted there
+    with the same configuration. The copy comes first on the path (lint-imports puts its
+    working directory there), so the installed package is not what it reads."""
+    import shutil
+
+    pkg = tmp_path / "gen4gen"
+    for name in ("flows", "tasks", "models", "infra"):
+        shutil.copytree(ROOT / name, pkg / name, ignore=shutil.ignore_patterns("__pycache__"))
+    bad = {
+        "tasks/stage.py": "from gen4gen.tasks.views import report",  # the stage layer reaching up into the views
+        "models/repaint/repainter.py": "from gen4gen.models.plan import planner",  # one family using another's
+    }
+    for rel, line in bad.items():
+        (pkg / rel).write_text((pkg / rel).read_text() + f"\n{line}  # noqa: E402,F401\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([str(BIN / "lint-imports"), str(ROOT / "pyproject.toml")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, result.stdout
+    out = result.stdout
+    assert "tasks: rooms in the order data flows, none importing a later one BROKEN" in out
+    assert "gen4gen.tasks.stage -> gen4gen.tasks.views.report" in out
+    assert "models: the backends of one family import no other family's BROKEN" in out
+    assert "gen4gen.models.repaint.repainter -> gen4gen.models.plan.planner" in out
+    assert "Layers: flows > tasks > models > infra KEPT" in out
 
 
 @pytest.mark.slow

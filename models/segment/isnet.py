@@ -27,32 +27,15 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field
 
-from gen4gen.models.options import Options, parse
+# The options live with the weights they name (weights.py resolves them when a run is planned).
+from gen4gen.models.segment.weights import WHAT, IsNetOptions, parse_options  # noqa: F401
 from gen4gen.models.segment.segmenter import _check_rgb, alpha_cutout
 
-WHAT = "stages.segment (isnet)"
 DEFAULT_SIDE = 1024  # the input side of the published models, used when the file says none
-
-
-class IsNetOptions(Options):
-    weights: str | None = Field(default=None, description="a local IS-Net ONNX file (absolute, or relative "
-                                "to the working directory); default: the fetched model of `size`")
-    size: Literal["medium", "small"] = Field(default="medium", description="which fetched model")
-    threads: int | None = Field(default=None, ge=1, le=1024,
-                                description="CPU threads; default: the worker's share")
-    feather: float = Field(default=2.0, ge=0, le=64, description="Gaussian sigma of the soft edge, in pixels")
-    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
-                                       description="the weights file's digest (set when the run is planned)")
-
-
-def parse_options(options: dict) -> IsNetOptions:
-    return parse(IsNetOptions, options, WHAT)
 
 
 def worker_threads() -> int:

@@ -31,9 +31,32 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
+
+from pydantic import Field
 
 from gen4gen.infra.records import DatasetConfig, StageConfig
+from gen4gen.models.options import Options, parse
+
+# The isnet backend's options (models/segment/isnet.py), here so that resolving them needs no
+# model code: isnet imports this module, never the other way round.
+WHAT = "stages.segment (isnet)"
+
+
+class IsNetOptions(Options):
+    weights: str | None = Field(default=None, description="a local IS-Net ONNX file (absolute, or relative "
+                                "to the working directory); default: the fetched model of `size`")
+    size: Literal["medium", "small"] = Field(default="medium", description="which fetched model")
+    threads: int | None = Field(default=None, ge=1, le=1024,
+                                description="CPU threads; default: the worker's share")
+    feather: float = Field(default=2.0, ge=0, le=64, description="Gaussian sigma of the soft edge, in pixels")
+    weights_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$",
+                                       description="the weights file's digest (set when the run is planned)")
+
+
+def parse_options(options: dict) -> IsNetOptions:
+    return parse(IsNetOptions, options, WHAT)
+
 
 PACKAGE = "@imgly/background-removal-data"
 PACKAGE_VERSION = "1.4.5"
@@ -170,8 +193,6 @@ def resolve_segment(stage: StageConfig, env: dict[str, str] | None = None) -> tu
             "(88 MB, once)")
     if stage.backend != "isnet":
         return stage, None
-    from gen4gen.models.segment.isnet import parse_options
-
     opts = parse_options(stage.options)
     path = weights_file(opts.weights, opts.size, env)
     digest = file_sha256(path)

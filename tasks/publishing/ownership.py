@@ -25,6 +25,8 @@ from gen4gen.infra.storage import check_output, exists, filesystem, inside, join
 from gen4gen.tasks.reader import MANIFEST, load_json, read_manifest
 
 OWNER = ".gen4gen/owner.json"
+# How `report --out` knows its own pages: the report's template writes this tag in its head.
+GENERATOR = '<meta name=generator content="gen4gen report">'
 LEDGER = ".gen4gen/published.json"
 # What desktops leave in any folder: not the user's data.
 IGNORABLE = {".DS_Store", "Thumbs.db", "desktop.ini"}
@@ -144,8 +146,6 @@ def check_report_out(target: str, datasets: list[str], force: bool = False) -> s
             head = read_head(uri, 4096)
         except BadInput as err:
             raise OwnershipError(f"report --out {target}: {err.reason}") from err
-        from gen4gen.tasks.views.report import GENERATOR
-
         if GENERATOR.encode() not in head:
             raise OwnershipError(f"report --out {target}: exists and is not a report page; "
                                  "choose another name, or pass --force to overwrite it")

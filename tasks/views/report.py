@@ -33,6 +33,7 @@ from gen4gen.infra.storage import (
     decode_image, exists, filesystem, join, list_files, local_path, read_bytes, read_input, resolve, sha256,
     signed_url, write_bytes,
 )
+from gen4gen.tasks.publishing.ownership import GENERATOR
 from gen4gen.tasks.publishing.publish import composition_stats, published_path
 from gen4gen.tasks.reader import load_json, read_manifest, read_shard
 from gen4gen.tasks.stage import STAGES_DIR
@@ -48,7 +49,6 @@ MAX_IMAGE_BYTES = 64 * 2**20  # a stage output or thumbnail the page shows
 PAGE_SIZE = 50  # sample rows drawn at a time: the page opens as fast at 10,000 samples as at 50
 MAX_VIEW_BYTES = 4 * 2**20  # a gallery's view record (tasks/views/gallery.py)
 LINK_SECONDS = 7 * 24 * 3600  # presigned thumbnail links (S3) last a week
-GENERATOR = '<meta name=generator content="gen4gen report">'  # how `report --out` knows its own pages
 
 
 class DecisionsError(ValueError):
