@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 OUT    ?= data/demo
 
-.PHONY: setup demo test benchmark serve clean
+.PHONY: setup demo test benchmark benchmark-smoke serve clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed, found " + sys.version' 
@@ -18,14 +18,22 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/gen4gen generate configs/demo.yaml --out $(OUT)
 
+# Test processes (pytest-xdist): the machine's 2 cores are often waiting on servers and
+# subprocesses, so one more worker than cores pays. `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= 3
+
 test: setup
-	$(BIN)/python -m pytest
+	@start=$$(date +%s); $(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \
+	echo "make test: $$(( $$(date +%s) - start )) s wall clock, $(TEST_WORKERS) workers"; exit $$rc
 
 serve: setup   # local Prefect server + S3 server + work pool + worker; Ctrl-C stops it
 	$(BIN)/gen4gen serve
 
 benchmark: setup
 	$(BIN)/python benchmarks/orchestration.py
+
+benchmark-smoke: setup   # every benchmarks/*.py in its smallest mode (benchmarks/smoke.py); CI runs it
+	$(BIN)/python benchmarks/smoke.py
 
 clean:
 	rm -rf data/demo .pytest_cache

@@ -22,6 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--tiny", "--images", "2", "--batch-sizes", "1,2", "--max-new-tokens", "5", "--threads", "1"]
+HEADLINE = r"^best: "
+
 
 # LLaVA-1.5-7B's sizes (llava-hf/llava-1.5-7b-hf config.json): CLIP ViT-L/14 at 336 px and
 # Llama-2-7B; `SMALL` keeps the same wiring at a size a CPU builds in a second (to check it).
@@ -140,6 +144,10 @@ def main() -> None:
         print(f"{r['batch']:>5} {r['s_image']:>9.4f} {r['images_s']:>9.1f}")
     if rows and rows[-1]["peak_gib"] is not None:
         print(f"peak GPU memory {max(r['peak_gib'] for r in rows):.2f} GiB")
+    if captioner.device == "cpu":
+        print("not run here: LLaVA on a GPU (no CUDA): the rates above are the CPU's")
+    best = max(rows, key=lambda r: r["images_s"])
+    print(f"best: {best['images_s']:.2f} images/s at batch {best['batch']} ({best['s_image']:.3f} s/image)")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ named by the caller: a clone, or `git show vX.Y.Z:examples/custom_diffusion/...`
 The script's own requirements (examples/custom_diffusion/requirements.txt: tensorboard for
 its default --report_to, ftfy, ...) must be importable. Prints the command run and the tail
 of its output; exits 1 unless it trained and wrote the weights and every token's embedding.
+
+`--stand-in` (the smoke run's mode, and what runs without an examples folder) runs the card's
+command as printed, through bash and accelerate, from the published folder, on a stand-in
+`train_custom_diffusion.py` that parses the card's arguments under the real script's names
+and checks what they name (the concepts list, every entry's images, one initializer word per
+modifier token, tokens in each prompt). It trains nothing and reports no training figure.
 """
 
 from __future__ import annotations
@@ -40,6 +46,34 @@ TINY = ["--resolution=64", "--max_train_steps=2", "--train_batch_size=2"]  # a t
 PRIOR = ["--with_prior_preservation", "--prior_loss_weight=1.0"]  # as the card says to add
 TINY_PRIOR = ["--num_class_images=2", "--sample_batch_size=2"]
 REQUIREMENTS = {"tensorboard": "tensorboard", "torchvision": "torchvision", "ftfy": "ftfy", "jinja2": "Jinja2"}
+SMOKE = ["--stand-in"]  # benchmarks/smoke.py: the smallest mode
+HEADLINE = r"-> (trained|checked|FAILED)"
+
+# Written into a stand-in examples folder: the card's arguments under the names diffusers'
+# script gives them, and the checks of what they name that the script makes before training.
+STAND_IN = r'''
+import argparse, json, pathlib, re, sys
+p = argparse.ArgumentParser()
+for name in ("pretrained_model_name_or_path", "concepts_list", "modifier_token", "initializer_token",
+             "output_dir", "learning_rate", "prior_loss_weight"):
+    p.add_argument("--" + name, required=name in ("pretrained_model_name_or_path", "concepts_list"))
+for name in ("resolution", "train_batch_size", "max_train_steps", "num_class_images", "sample_batch_size"):
+    p.add_argument("--" + name, type=int)
+p.add_argument("--with_prior_preservation", action="store_true")
+a = p.parse_args()
+entries = json.loads(pathlib.Path(a.concepts_list).read_text())
+mods, inits = a.modifier_token.split("+"), a.initializer_token.split("+")
+bad = [] if len(mods) == len(inits) else [f"{len(mods)} modifier tokens, {len(inits)} initializers"]
+bad += [f"initializer {w!r} is not one word" for w in inits if not re.fullmatch(r"[a-z]+", w)]
+for e in entries:
+    imgs = [f for f in pathlib.Path(e["instance_data_dir"]).glob("*") if f.suffix in (".png", ".jpg")]
+    bad += [] if imgs else [f"no images in {e['instance_data_dir']}"]
+    bad += [f"{t!r} is no --modifier_token" for t in re.findall(r"<[^<>\s]+>", e["instance_prompt"])
+            if t not in mods]
+print(f"stand-in: {len(entries)} concepts_list entries, tokens {mods}, base {a.pretrained_model_name_or_path}")
+print("stand-in: " + ("; ".join(bad) if bad else "every argument the card passes names what it should"))
+sys.exit(1 if bad else 0)
+'''
 
 
 def train_command(card: str) -> str:
@@ -90,9 +124,9 @@ def run_command(command: str, folder: Path, examples: Path, extra: list[str], ti
     return full, done
 
 
-def publish_tiny(root: Path):
+def publish_tiny(root: Path, build_base: bool = True):
     """A small published version (two compositions, one category of two words) and a tiny
-    SD 1.5 folder: (config, manifest, dataset folder, base folder)."""
+    SD 1.5 folder (None unless `build_base`): (config, manifest, dataset folder, base folder)."""
     from conftest import small_recipe
     from gen4gen.infra.records import DatasetConfig
     from gen4gen.tasks.pipeline import run_local
@@ -102,7 +136,7 @@ def publish_tiny(root: Path):
     raw["concepts"][1]["category"] = "coffee mug"  # the initializer is its one-token word
     config = DatasetConfig.model_validate(raw)
     manifest, _, _ = run_local(config)
-    return config, manifest, root / "out", tiny_sd(root / "sd")
+    return config, manifest, root / "out", tiny_sd(root / "sd") if build_base else None
 
 
 def trained(folder: Path, tokens: list[str]) -> list[str]:
@@ -112,13 +146,28 @@ def trained(folder: Path, tokens: list[str]) -> list[str]:
     return [name for name in want if not (out / name).is_file()]
 
 
-def check(examples: Path, root: Path, prior: bool = False) -> list[tuple[str, subprocess.CompletedProcess, list]]:
+def stand_in(root: Path) -> Path:
+    """An examples folder whose train_custom_diffusion.py is STAND_IN (see the module text)."""
+    script = root / "stand-in" / "examples" / "custom_diffusion" / "train_custom_diffusion.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(STAND_IN)
+    return script.parents[1]
+
+
+def check(examples: Path | None, root: Path, prior: bool = False) -> list[tuple[str, subprocess.CompletedProcess, list]]:
     """Publish, run the card's command (and its prior variant), return each run's
-    (command, process, missing outputs)."""
+    (command, process, missing outputs). `examples` None: on the stand-in, nothing trained."""
     from gen4gen.tasks.publishing.verify import problems
 
-    config, manifest, folder, base = publish_tiny(root)
-    command = with_base(train_command((folder / "README.md").read_text()), str(base))
+    config, manifest, folder, base = publish_tiny(root, build_base=examples is not None)
+    command = train_command((folder / "README.md").read_text())
+    if examples is None:  # the card's own base id stays: the stand-in loads no model
+        runs = []
+        for extra in [TINY] + ([TINY + PRIOR + TINY_PRIOR] if prior else []):
+            full, done = run_command(command, folder, stand_in(root / f"run-{len(runs)}"), extra)
+            runs.append((full, done, [f"verify: {p}" for p in problems(str(folder))]))
+        return runs
+    command = with_base(command, str(base))
     tokens = [config.concept(c).token for comp in config.compositions for c in comp.concepts]
     tokens = list(dict.fromkeys(tokens))
     runs = []
@@ -135,19 +184,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", default=os.environ.get(ENV), help=f"diffusers' examples folder (${ENV})")
     parser.add_argument("--prior", action="store_true", help="also the prior-preservation variant")
+    parser.add_argument("--stand-in", action="store_true",
+                        help="run the command on a stand-in script that checks its arguments (trains nothing)")
     args = parser.parse_args()
-    if not args.examples:
-        parser.error(f"name diffusers' examples folder: --examples or ${ENV}")
-    if missing := missing_requirements():
+    examples = None if args.stand_in or not args.examples else Path(args.examples)
+    if examples is None:
+        print(f"not run here: diffusers' train_custom_diffusion.py (no examples folder: ${ENV}); "
+              "the card's command runs on a stand-in that checks its arguments")
+    elif missing := missing_requirements():
         parser.error(f"the script's requirements are not installed: {', '.join(missing)}")
     status = 0
     with tempfile.TemporaryDirectory(prefix="gen4gen-card-") as tmp:
         start = time.perf_counter()
-        for full, done, missing in check(Path(args.examples), Path(tmp), prior=args.prior):
+        for full, done, missing in check(examples, Path(tmp), prior=args.prior):
             print("$ cd DATASET &&", full.replace(tmp, "$TMP"))
             print("\n".join((done.stdout + done.stderr).splitlines()[-15:]))
             ok = done.returncode == 0 and not missing
-            print(f"rc={done.returncode} missing={missing} -> {'trained' if ok else 'FAILED'}\n")
+            verdict = ("trained" if examples else "checked by the stand-in, not trained") if ok else "FAILED"
+            print(f"rc={done.returncode} missing={missing} -> {verdict}\n")
             status |= not ok
         print(f"{time.perf_counter() - start:.1f} s")
     return status

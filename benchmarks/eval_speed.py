@@ -30,6 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--tiny", "--images", "4"]
+HEADLINE = r"^speed-up batched / one at a time"
+
 PAPER_IMAGES = 246
 GOAL_SECONDS = 60.0
 
@@ -165,6 +169,8 @@ def main() -> None:
     goal = "met" if PAPER_IMAGES / (args.images / t_batched) < GOAL_SECONDS else "NOT met"
     where = "on this device" if device.startswith("cuda") else "on CPU (the goal is for one H100; GPU figure missing)"
     print(f"goal {PAPER_IMAGES} images < {GOAL_SECONDS:.0f} s: {goal} {where}")
+    if not device.startswith("cuda"):
+        print("not run here: the real-size models on a GPU (no CUDA)")
 
 
 if __name__ == "__main__":

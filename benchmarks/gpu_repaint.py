@@ -43,6 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--tiny", "--batches", "1,2", "--loop-images", "1", "--steps", "2", "--no-compile", "--threads", "1"]
+HEADLINE = r"GFLOP/s achieved|peak .* GiB, (fits|does NOT fit)"
+
 # --------------------------------------------------------------------------- configs
 
 REAL = {
@@ -379,6 +383,7 @@ def main(argv=None) -> int:
         achieved = max(c / s for _, c, s, _ in rows) * flops["total"] / 1e9
         print(f"\nCPU, tiny models: best {achieved:.2f} GFLOP/s achieved; "
               "no GPU figures (run without --tiny on a CUDA machine).")
+        print("not run here: SDXL + refiner at real size on a GPU (no CUDA, or --tiny)")
     elif rows:
         fits = [r for r in rows if r[1] == 1 and r[0].startswith("batch")]
         if fits:

@@ -45,6 +45,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+# Its repaint and train sections run gpu_repaint.py and train_speed.py code, smoked on their own.
+SMOKE = ["--tiny", "--only", "caption,filter,segment"]
+HEADLINE = r"^gen4gen GPU check \("
+
 NO_CUDA = "skipped: no CUDA"
 LIMIT_S = 460  # the whole suite on a GPU: 8 minutes less a margin for the table and start-up
 
@@ -478,6 +483,8 @@ def main(argv=None) -> int:
         json_path.write_text(json.dumps({"mode": mode, "cuda": cuda, "seconds": total, "rows": rows_}, indent=1))
     where = "CUDA" if cuda else "no CUDA: GPU figures skipped"
     table(rows_, f"gen4gen GPU check ({mode}, {where}), {total:.0f} s")
+    if not cuda:
+        print("not run here: every real-size figure (no CUDA): rows marked 'skipped: no CUDA'")
     if json_path:
         print(f"rows: {json_path}")
     failed = [r for r in rows_ if r["setting"] == "error" or (r["unit"] == "failed" and r["figure"])]

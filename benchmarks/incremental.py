@@ -6,7 +6,7 @@ A full run of the recipe into a fresh folder, then the same recipe with one comp
 scenes changed, into the same folder: only that composition's stages run again (cache hits
 for the rest), the plan and publish steps run again whole. Goal: rerun / full <= 1/N + 0.05.
 Both runs under one local Prefect server, after a warm-up run (modules, textures loaded).
-`--tiny` (canvas 128, 1 sample) is for CPU machines; GPU figures at real sizes are missing.
+`--tiny` (canvas 128, 1 sample, 3 compositions) is for CPU machines; GPU figures at real sizes are missing.
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--tiny"]
+HEADLINE = r"^rerun / full: "
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     parser.add_argument("--samples", type=int, default=4, help="samples per composition")
-    parser.add_argument("--tiny", action="store_true", help="canvas 128, 1 sample per composition")
+    parser.add_argument("--tiny", action="store_true", help="canvas 128, 1 sample per composition, 3 compositions")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -41,8 +45,9 @@ def main() -> None:
 
     config = load_config(args.config)
     samples, canvas = (1, 128) if args.tiny else (args.samples, config.canvas)
+    comps = config.compositions[:3] if args.tiny else config.compositions
     config = config.model_validate(
-        config.model_dump() | {"canvas": canvas, "compositions": [c.model_dump() | {"samples": samples} for c in config.compositions]}
+        config.model_dump() | {"canvas": canvas, "compositions": [c.model_dump() | {"samples": samples} for c in comps]}
     )
     n = len(config.compositions)
     changed = config.compositions[0]

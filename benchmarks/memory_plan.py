@@ -45,6 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = []
+HEADLINE = r"^Worst stage: "
+
 GiB = 1024**3
 CARD = 24e9 / GiB  # a "24 GB" card in GiB
 

@@ -40,6 +40,11 @@ from rich.console import Console
 from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
+
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--sizes", "10", "--canvas", "64", "--no-rerun"]
+HEADLINE = r"^largest size: "
+
 BASES = [("chelsea.png", "cat"), ("coffee.png", "mug"), ("astronaut.png", "person"), ("rocket.jpg", "rocket"),
          ("motorcycle_left.png", "motorcycle"), ("cat.png", "cat"), ("hubble_deep_field.jpg", "lamp")]
 
@@ -164,7 +169,7 @@ def open_seconds(page_file: Path) -> tuple[float, int]:
     return seconds, nodes
 
 
-def measure(samples: int, canvas: int, workers: int, root: Path) -> dict:
+def measure(samples: int, canvas: int, workers: int, root: Path, with_rerun: bool = True) -> dict:
     from gen4gen.tasks.views.report import write_report
 
     folder = root / f"n{samples}"
@@ -175,7 +180,7 @@ def measure(samples: int, canvas: int, workers: int, root: Path) -> dict:
     out = folder / "out"
     home = root / "prefect"  # one Prefect home for every run: its database is made once, as a user's
     wall, rss, refused, tasks = generate(path, home)
-    rerun, _, refused_again, _ = generate(path, home)
+    rerun, _, refused_again, _ = generate(path, home) if with_rerun else (float("nan"), 0, 0, {})
     manifest = json.loads((out / "manifest.json").read_text())
     # The stages' task-seconds (segment and plan included); bookkeeping is the rest of the
     # workers' time: over the whole run, and inside the flow run (without the CLI's start
@@ -204,12 +209,14 @@ def main() -> None:
     parser.add_argument("--canvas", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--keep", action="store_true", help="keep the datasets (printed folder)")
+    parser.add_argument("--no-rerun", dest="rerun", action="store_false",
+                        help="leave out the cached rerun of each size (the smoke run)")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="gen4gen-scale-"))
     rows = []
     try:
         for n in args.sizes:
-            rows.append(measure(n, args.canvas, args.workers, root))
+            rows.append(measure(n, args.canvas, args.workers, root, args.rerun))
             print(json.dumps(rows[-1]), flush=True)
     finally:
         if args.keep:
@@ -223,6 +230,12 @@ def main() -> None:
         table.add_row(*(f"{v:.3f}" if isinstance(v, float) and v < 1 else f"{v:.1f}" if isinstance(v, float) else str(v)
                         for v in r.values()))
     Console(width=240).print(table)  # whole column names, also when piped to a file
+    r = rows[-1]
+    rerun = f"rerun {r['rerun s']:.1f} s" if args.rerun else "no rerun (--no-rerun)"
+    print(f"largest size: {r['samples']} samples, {r['s/sample']:.3f} s/sample, {rerun}, "
+          f"peak RSS {r['peak RSS GB']:.2f} GB, report {r['report MB']:.2f} MB")
+    if not Path(CHROMIUM).exists():
+        print(f"not run here: the report's opening time in Chromium (no {CHROMIUM})")
 
 
 if __name__ == "__main__":

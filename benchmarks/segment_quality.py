@@ -12,8 +12,8 @@ reference masks, photos below 0.5 and 0.8, seconds a photo, and what the checks 
 the IoU figures). Then `gen4gen init` + `gen4gen generate` on those subjects with the
 default backends (a temporary folder holds the copies `init` reads), with the kept and
 dropped counts and reasons, the report and a contact sheet of the finals to look at.
-`--tiny`: two subjects, offline backend only unless IS-Net weights are present, and a
-small run (canvas 256, 1 sample per composition), for CI.
+`--tiny`: two subjects, the one backend `auto` picks (IS-Net where its weights were
+fetched, else offline), and a small run (canvas 256, 1 sample per composition), for CI.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 DEFAULT_PHOTOS = ROOT.parent / "shared" / "realphotos"
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--tiny"]
+HEADLINE = r"^segment_quality: "
 TINY_SUBJECTS = ("dog", "teapot")
 
 
@@ -161,11 +164,17 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="keep the outputs here (default: a temporary folder)")
     args = parser.parse_args()
     if not (args.photos / "classes.csv").is_file():
-        print(f"segment_quality: no real photos at {args.photos} (see ../shared/realphotos/README.md); nothing measured")
+        print(f"not run here: no real photos at {args.photos} (see ../shared/realphotos/README.md)")
+        print("segment_quality: nothing measured")
         return 0
     classes = subjects(args.photos, args.tiny)
     ambiguous = set((args.photos / "ambiguous.txt").read_text().split())
-    backends = args.backends or ["offline"] + (["isnet"] if _has_weights() else [])
+    if args.backends:
+        backends = args.backends
+    elif args.tiny:
+        backends = ["isnet" if _has_weights() else "offline"]
+    else:
+        backends = ["offline"] + (["isnet"] if _has_weights() else [])
     work = args.keep or Path(tempfile.mkdtemp(prefix="segment-quality-"))
     work.mkdir(parents=True, exist_ok=True)
     results = [measure_backend(b, args.photos, classes, ambiguous, work) for b in backends]

@@ -30,6 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# benchmarks/smoke.py (make benchmark-smoke): the smallest mode, and the line with the figure
+SMOKE = ["--tiny", "--batch", "2", "--steps", "1", "--warmup", "1"]
+HEADLINE = r" s/step \("
+
 PROMPT = "<cat-mug> a photo of a <chelsea> cat next to a <coffee> mug, <chelsea> cat, <coffee> mug. background: in a living room"
 
 
@@ -153,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{r['size']:7} {r['device']:6} {r['precision']:5} {r['res']:>4} {r['batch']:>6} {str(r['ckpt']):>5} "
           f"{r['s_step']:>8.3f} {r['steps_s']:>8.2f} {r['img_s']:>7.1f} {r['memory']:>5.2f} {r['kind']:3}"
           f"{2000 * r['s_step'] / 60:>8.1f} min{3000 * r['s_step'] / 60:>8.1f} min {r['trainable'] / 1e6:>8.2f} M")
+    print(f"{r['size']} on {r['device']}: {r['s_step']:.3f} s/step ({r['img_s']:.1f} images/s), "
+          f"{2000 * r['s_step'] / 60:.1f} min for 2000 steps")
     if not r["device"].startswith("cuda"):
-        print("GPU figures missing: no GPU on this machine (run without --tiny on a CUDA machine).")
+        print("not run here: GPU figures (no CUDA on this machine; run without --tiny on a CUDA machine)")
     return 0
 
 

@@ -72,6 +72,23 @@ def _catch_signals() -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
+# OS errors that mean the disk is full: what to fix is the room, in the folder named.
+_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def _full_disk(e: BaseException) -> str | None:
+    if not isinstance(e, OSError):
+        return None
+    what = _FULL.get(e.errno) or ("no space left on device" if "No space left" in str(e) else None)
+    if what is None:
+        return None
+    if not e.filename:
+        return f"{what} ({e})"
+    path = str(e.filename)
+    return (f"{what} in {os.path.dirname(path)} (writing {os.path.basename(path)}); make room and "
+            "run again: what was written whole is kept, nothing half-written was left")
+
+
 def _cause(err: BaseException) -> str:
     """The error, and the OS error under it when there is one (ENOSPC under a Prefect state
     error): what to fix is the full disk, not the state."""
@@ -79,6 +96,8 @@ def _cause(err: BaseException) -> str:
     seen, e = set(), err
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        if full := _full_disk(e):
+            return full
         if isinstance(e, OSError) and e.errno and e is not err:
             name = errno.errorcode.get(e.errno, str(e.errno))
             return f"{text} (caused by {name}: {e.strerror}{': ' + e.filename if e.filename else ''})"

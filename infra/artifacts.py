@@ -99,6 +99,12 @@ class RunProgress:
                     progress.settle(handed.composition, handed.stage, handed.samples)
             self.update()
         self.update(force=True)
+        if not all(f.state.is_completed() for f in futures):
+            # A failed stage leaves the tasks after it NotReady (PENDING), whose result() says
+            # only that; the cause (a full disk, ...) is the failed task's own exception.
+            for f in every:
+                if f.state.is_failed() or f.state.is_crashed():
+                    f.result()
         return [f.result() for f in futures]
 
     def finish(self, manifest: Manifest) -> None:

@@ -28,6 +28,23 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOKEN = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_-]{0,62}>")
 MAX_CONCEPTS = 5
 MIN_CONCEPTS = 2
+# Anything in a text that looks like a concept token: '<name>'.
+TOKEN_LIKE = re.compile(r"<[^<>\s]+>")
+
+
+def foreign_token(text: str, own: list[str], token_of: dict[str, str]) -> str | None:
+    """Why `text` may not stand in a caption or prompt of the concepts `own`, or None: it names
+    a token-like word that is no concept's token, or the token of a concept not in `own`
+    (a caption would teach that token from images without its object). `token_of`: every
+    concept id -> its token. Compared ignoring case, as CLIP's tokenizer lower-cases."""
+    by_token = {tok.lower(): cid for cid, tok in token_of.items()}
+    for tok in TOKEN_LIKE.findall(text):
+        cid = by_token.get(tok.lower())
+        if cid is None:
+            return f"names {tok!r}, which is no concept's token"
+        if cid not in own:
+            return f"names {tok!r} of concept {cid!r}, which is not in its concepts {own}"
+    return None
 
 
 def _check_safe_id(value: str) -> str:
@@ -552,6 +569,12 @@ class DatasetConfig(Record):
                 raise ValueError(
                     f"composition {comp.id!r}: unknown concept ids {unknown}; known: {sorted(known)}"
                 )
+            # The scene goes into every caption: another concept's token there would be learnt
+            # from images that do not show it (prompt sets refuse the same, tasks/evaluation/prompts.py).
+            tokens = {c.id: c.token for c in self.concepts}
+            for i, scene in enumerate(comp.scenes):
+                if why := foreign_token(scene, comp.concepts, tokens):
+                    raise ValueError(f"composition {comp.id!r}: scenes[{i}] {scene!r} {why}")
         return self
 
     def concept(self, concept_id: str) -> Concept:

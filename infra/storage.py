@@ -372,12 +372,15 @@ def _write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             # A full disk or an interrupt leaves no half-written temporary file behind.
             try:
                 os.remove(tmp)
             except OSError:
                 pass
+            if isinstance(err, OSError) and not err.filename:
+                # f.write() names no file: a full disk must say where (flows/cli.py: _cause).
+                raise OSError(err.errno, err.strerror or str(err), path) from err
             raise
     else:
         fs.pipe_file(path, data)

@@ -36,10 +36,11 @@ def _depth(value) -> int:
     return deepest
 
 
-def load_json(data: bytes, name: str, max_depth: int = MAX_JSON_DEPTH):
-    """JSON from bytes: BadInput (code `malformed`) naming `name` for anything unusable."""
+def load_json(data: bytes, name: str, max_depth: int = MAX_JSON_DEPTH, object_pairs_hook=None):
+    """JSON from bytes: BadInput (code `malformed`) naming `name` for anything unusable.
+    `object_pairs_hook`: json.loads's (a dict subclass keeps the depth check working)."""
     try:
-        value = json.loads(data.decode("utf-8-sig"))
+        value = json.loads(data.decode("utf-8-sig"), object_pairs_hook=object_pairs_hook)
     except UnicodeDecodeError as err:
         raise BadInput(name, f"not UTF-8 text (byte {err.start})", code="malformed") from err
     except RecursionError as err:

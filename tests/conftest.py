@@ -2,6 +2,13 @@
 
 The environment is set at import time, before any test module imports Prefect, whose
 settings are read once.
+
+`make test` runs the suite on several processes (pytest-xdist, `-n N --dist loadgroup`).
+Each worker imports this file itself, so everything set here is per worker: its own
+temporary home (Prefect's database, HF cache), its own Prefect test server, its own S3
+server, its own tiny models (the session fixtures below). What a test makes goes under its
+`tmp_path` (per worker too). Tests that must not run beside one another, or that share an
+expensive module fixture, are kept on one worker by `pytest_collection_modifyitems` below.
 """
 
 from __future__ import annotations
@@ -10,7 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
-_HOME = tempfile.mkdtemp(prefix="gen4gen-tests-")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # gw0, gw1, ... under xdist
+_HOME = tempfile.mkdtemp(prefix=f"gen4gen-tests-{_WORKER}-")
 # Where `gen4gen weights fetch` put real weights before the run (CI fetches IS-Net's): only
 # the tests that ask for them read it (`real_weights`). Every other test sees an empty
 # GEN4GEN_CACHE, so `segment: auto` is `offline` for them whatever this machine has.
@@ -80,18 +88,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session")
+def _moto_endpoint():
+    """One S3-API server (moto) per test process, on a port the OS picks (no race between
+    workers); `s3_server` empties it for each test."""
+    server_mod = pytest.importorskip("moto.server")
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
 @pytest.fixture
-def s3_server(monkeypatch):
-    """A real S3-API server (moto) on 127.0.0.1 with a bucket `factory`; stops at the end.
+def s3_server(_moto_endpoint, monkeypatch):
+    """A real S3-API server (moto) on 127.0.0.1 with a bucket `factory`, empty at the start
+    of each test (the server itself is started once per test process).
 
     The endpoint and credentials go into the environment, where s3fs (and any subprocess
     the test starts) find them.
     """
-    server_mod = pytest.importorskip("moto.server")
-    port = _free_port()
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = _moto_endpoint
     for key, value in {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -104,14 +121,27 @@ def s3_server(monkeypatch):
     import boto3
     import s3fs
 
-    # Servers started in one process share moto's state: start each test from empty
-    # buckets, or it sees the files an earlier test left.
+    # Start each test from empty buckets, or it sees the files an earlier test left.
     urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="factory")
     s3fs.S3FileSystem.clear_instance_cache()
     yield "s3://factory"
     s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_published(tmp_path_factory):
+    """The shipped demo recipe, one sample per composition, published once per test process
+    by the CLI as a user runs it (`gen4gen generate configs/demo.yaml --samples 1`, its own
+    temporary Prefect server): (folder, the finished command). Tests read it and never
+    write to it; a test that damages it copies it first."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("demo-published") / "demo"
+    result = subprocess.run([sys.executable, "-m", "gen4gen.flows.cli", "generate", str(DEMO), "--out", str(out),
+                             "--samples", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return out, result
 
 
 def small_recipe(tmp_path: Path, samples: int = 2, canvas: int = 256, extra_concepts=(), extra_compositions=()) -> dict:
@@ -171,7 +201,14 @@ def tiny_run(tmp_path_factory) -> dict:
     return build(tmp_path_factory.mktemp("tiny-run"))
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups set here
 def pytest_collection_modifyitems(config, items):
+    _skip_gpu_tests(items)
+    _keep_together(items)
+    _long_ones_first(config, items)
+
+
+def _skip_gpu_tests(items) -> None:
     """Tests marked `gpu` run only where torch sees a CUDA device (skipped, with the reason,
     on the project's CPU machines)."""
     if not any(item.get_closest_marker("gpu") for item in items):
@@ -187,3 +224,75 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.get_closest_marker("gpu"):
                 item.add_marker(skip)
+
+
+# Module fixtures cheap enough to set up again on every worker that runs one of the tests.
+_CHEAP_MODULE_FIXTURES = {"one_torch_thread", "prompt_file"}
+# Session fixtures that cost a whole run: the tests that read one share a group (a worker).
+_SHARED_SESSION_FIXTURES = ("demo_published",)
+
+
+def _keep_together(items) -> None:
+    """Under `--dist loadgroup` a test goes to any free worker unless it is in an xdist
+    group. A test that uses a module fixture (a published dataset, tiny models) joins its
+    module's group, so that fixture is built once, on one worker, as in a serial run.
+    Tests that must not run beside each other (Ray or Dask clusters, signals) carry an
+    explicit `@pytest.mark.xdist_group(name)` in their module, which wins."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        shared = [name for name in _SHARED_SESSION_FIXTURES if name in info.names_closure]
+        if shared:  # its readers on one worker: built once
+            item.add_marker(pytest.mark.xdist_group(shared[0]))
+            continue
+        for name in info.names_closure:
+            defs = info.name2fixturedefs.get(name)
+            if defs and defs[-1].scope in ("module", "class") and name not in _CHEAP_MODULE_FIXTURES:
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+                break
+
+
+class _GroupsInNodeIds:
+    """xdist's loadgroup tells the scheduler a test's group by appending `@group` to its
+    node id, through `item._nodeid`, which pytest 9.2 no longer reads (pytest-xdist issue
+    1386, fix proposed in its PR 1388): every group is silently ignored. Until a release
+    does it, the suffix is put where pytest 9.2 keeps the id; a no-op where it took."""
+
+    @pytest.hookimpl(trylast=True)  # after xdist's own hook
+    def pytest_collection_modifyitems(self, config, items):
+        if not config.getvalue("loadgroup"):
+            return
+        from _pytest.nodeid import NodeId
+
+        for item in items:
+            names = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                            for m in item.iter_markers("xdist_group")})
+            suffix = "@" + "_".join(names)
+            if names and not item.nodeid.endswith(suffix) and isinstance(getattr(item, "_id", None), NodeId):
+                item._id = NodeId.parse(item.nodeid + suffix)
+
+
+def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # an xdist worker
+        config.pluginmanager.register(_GroupsInNodeIds(), "gen4gen-xdist-group-ids")
+
+
+def _weight(item) -> int:
+    """0 for a test that runs a whole flow, the CLI or a server (marked `slow`), 1 for one
+    that needs the Prefect test server or a tiny model, 2 for the rest."""
+    if item.get_closest_marker("slow"):
+        return 0
+    names = set(getattr(getattr(item, "_fixtureinfo", None), "names_closure", ()))
+    return 1 if names & {"prefect_harness", "tiny_run", "tiny_vision"} else 2
+
+
+def _long_ones_first(config, items) -> None:
+    """Under xdist the workers take work in collection order (`--no-loadscope-reorder`):
+    the long tests go first, so that none starts last and runs alone at the end. A group
+    moves with its longest test (one unit of work). A serial run keeps the files' order,
+    each module in one piece (no module fixture is built twice)."""
+    if hasattr(config, "workerinput"):
+        items.sort(key=_weight)  # stable

@@ -17,7 +17,6 @@ a published dataset lists the photos only per sample, and an evaluation may use 
 from __future__ import annotations
 
 import posixpath
-import re
 from typing import Any
 
 import yaml
@@ -26,10 +25,8 @@ from pydantic import Field, ValidationError, model_validator
 from gen4gen.infra.config import ConfigError, _anchor_photos, format_errors, load_config
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.storage import read_bytes, resolve, sha256
-from gen4gen.infra.records import MAX_CONCEPTS, MIN_CONCEPTS, Concept, Record, SafeId
+from gen4gen.infra.records import MAX_CONCEPTS, MIN_CONCEPTS, Concept, Record, SafeId, foreign_token
 
-# Anything that looks like a concept token in a prompt: '<name>'.
-_TOKEN_LIKE = re.compile(r"<[^<>\s]+>")
 
 
 class PromptSetError(ValueError):
@@ -79,7 +76,6 @@ class PromptSet(Record):
     @model_validator(mode="after")
     def _prompts_match_concepts(self) -> "PromptSet":
         by_id = {c.id: c for c in self.concepts}
-        by_token = {c.token: c.id for c in self.concepts}
         seen: dict[tuple[str, str], int] = {}
         comp_concepts: dict[str, list[str]] = {}
         for i, p in enumerate(self.prompts):
@@ -90,13 +86,8 @@ class PromptSet(Record):
             missing = [by_id[c].token for c in p.concepts if by_id[c].token not in p.prompt]
             if missing:
                 raise ValueError(f"{where}: prompt {p.prompt!r} lacks the token(s) {missing} of its concepts")
-            for tok in _TOKEN_LIKE.findall(p.prompt):
-                if tok not in by_token:
-                    raise ValueError(f"{where}: prompt names {tok!r}, which is no concept's token")
-                if by_token[tok] not in p.concepts:
-                    raise ValueError(
-                        f"{where}: prompt names {tok!r} of concept {by_token[tok]!r}, which is not in its concepts {p.concepts}"
-                    )
+            if why := foreign_token(p.prompt, p.concepts, {c.id: c.token for c in self.concepts}):
+                raise ValueError(f"{where}: prompt {why}")
             if comp_concepts.setdefault(p.composition, sorted(p.concepts)) != sorted(p.concepts):
                 raise ValueError(
                     f"{where}: composition {p.composition!r} has concepts {sorted(p.concepts)} here "

@@ -25,7 +25,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gen4gen.infra.errors import BadInput
 from gen4gen.infra.records import MIN_CONCEPTS
+from gen4gen.infra.storage import MAX_PHOTO_BYTES, read_bytes
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 DREAMBOOTH_FILE = "prompts_and_classes.txt"
@@ -103,12 +105,16 @@ def _name(raw: list[tuple[str, str, list[Path], Path]]) -> list[FoundConcept]:
 
 
 def _text(path: Path) -> str:
+    # Through storage's one reader: a regular file only, at most the limit read, in time (a
+    # concept list that is /dev/zero or a FIFO is refused, not read without end).
     try:
-        data = path.read_bytes()
+        data = read_bytes(str(path), limit=MAX_TEXT_BYTES)
+    except BadInput as err:
+        if err.code == "too_large":
+            raise IngestError(f"{path}: over {MAX_TEXT_BYTES // 2**20} MiB, not a concept list") from err
+        raise IngestError(f"{path}: cannot be read ({err.reason})") from err
     except OSError as err:
         raise IngestError(f"{path}: cannot be read ({err.strerror or err})") from err
-    if len(data) > MAX_TEXT_BYTES:
-        raise IngestError(f"{path}: over {MAX_TEXT_BYTES // 2**20} MiB, not a concept list")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -126,6 +132,9 @@ def photos_in(folder: Path) -> list[Path]:
     if not files:
         raise IngestError(f"{folder}: no photos ({', '.join(sorted(PHOTO_SUFFIXES))})")
     for p in files:
+        size = p.stat().st_size
+        if size > MAX_PHOTO_BYTES:  # refused before any byte is read, as the run would
+            raise IngestError(f"{p}: {size:,} bytes is over the {MAX_PHOTO_BYTES:,} byte limit of a photo")
         try:
             with Image.open(p) as im:
                 im.verify()  # reads the headers and structure, not the pixels: fast

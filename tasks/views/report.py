@@ -96,14 +96,16 @@ def parse_decisions(data: bytes, name: str) -> dict[str, int]:
         raise DecisionsError(f"{name}: empty decisions file")
     if text.lstrip()[0] in "{[":
         try:
-            raw = load_json(data, name)
+            raw = load_json(data, name, object_pairs_hook=_Pairs)
         except BadInput as err:
             raise DecisionsError(f"{name}: {err.reason}") from err
         if isinstance(raw, dict) and isinstance(raw.get("ratings"), dict):
             raw = raw["ratings"]
         if not isinstance(raw, dict):
             raise DecisionsError(f"{name}: expected an object of sample id -> rating, got {type(raw).__name__}")
-        rows = [(str(k), v, f"key {k!r}") for k, v in raw.items()]
+        # Every pair as written, repeats included: a repeated id meets the same check as a
+        # repeated CSV row below (json.loads alone keeps the last one, silently).
+        rows = [(str(k), v, f"entry {i} (key {_short(k)})") for i, (k, v) in enumerate(raw.pairs, 1)]
     else:
         reader = csv.DictReader(io.StringIO(text), restkey=_EXTRA)
         try:
@@ -137,14 +139,26 @@ def parse_decisions(data: bytes, name: str) -> dict[str, int]:
 _EXTRA = "\x00extra"  # DictReader's key for fields beyond the header's
 
 
+class _Pairs(dict):
+    """A JSON object that also keeps its pairs in order, repeated keys included."""
+
+    def __init__(self, pairs: list[tuple[str, object]]):
+        super().__init__(pairs)
+        self.pairs = pairs
+
+
 def _short(value) -> str:
-    return repr(value)[:80] if isinstance(value, str) else type(value).__name__ if isinstance(value, (dict, list)) else repr(value)[:80]
+    if isinstance(value, (dict, list)):
+        return "an object" if isinstance(value, dict) else "a list"
+    return repr(value)[:80]
 
 
 def _rating(value) -> int | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, str) and value.isdigit():
+    # ASCII digits only: str.isdigit() is true for '²' (which int() refuses) and for '٣' or
+    # '３' (which int() reads as 3): a rating is one of the characters 1 to 5 a person types.
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -169,6 +183,10 @@ class Agreement:
     human_only: int = 0  # false negatives: the filter dropped what people would keep
     both_drop: int = 0
     unknown: list[str] = field(default_factory=list)  # rated ids not in this version
+
+    def unknown_line(self) -> str:
+        n = len(self.unknown)
+        return f"{n:,} rating{'s' if n != 1 else ''} name{'s' if n == 1 else ''} no sample of this dataset"
 
     @property
     def rated(self) -> int:
@@ -198,7 +216,7 @@ class Agreement:
             f"filter dropped, people kept {self.human_only}",
         ]
         if self.unknown:
-            out.append(f"  {len(self.unknown)} rated ids are not in this version (ignored): {', '.join(self.unknown[:5])}"
+            out.append(f"  {self.unknown_line()} (ignored): {', '.join(self.unknown[:5])}"
                        + (" ..." if len(self.unknown) > 5 else ""))
         return out
 
@@ -451,9 +469,12 @@ def write_report(
         os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
         tmp = f"{local}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "wb") as f:
-                for chunk in chunks:
-                    written += f.write(chunk.encode())
+            try:
+                with open(tmp, "wb") as f:
+                    for chunk in chunks:
+                        written += f.write(chunk.encode())
+            except OSError as err:  # f.write() names no file: a full disk must say where
+                raise OSError(err.errno, err.strerror or str(err), err.filename or local) from err
             os.replace(tmp, local)  # a reader never sees half a page
         finally:
             if os.path.exists(tmp):
@@ -580,8 +601,9 @@ def _render_head(version, samples, photo_thumbs, changes, agreement, ratings, mi
         add("<section><h2>Unusable photos</h2><ul class=notes>" + "".join(
             f"<li><code>{_e(p)}</code>: {_e(why)}</li>" for p, why in m.unusable_photos.items()) + "</ul></section>")
     if m.flagged_photos:
-        add("<section><h2>Flagged cut-outs</h2><p class=sub>Their samples are dropped by the filter; "
-            "<code>gen4gen segment</code> shows them.</p><ul class=notes>" + "".join(
+        add("<section><h2>Flagged cut-outs</h2><p class=sub>The planner uses the concept's other photos; "
+            "a sample built from one of these is dropped by the filter. <code>gen4gen segment</code> "
+            "shows them.</p><ul class=notes>" + "".join(
                 f"<li><code>{_e(p)}</code>: {_e(why)}</li>" for p, why in m.flagged_photos.items()) + "</ul></section>")
 
     # Compositions: counts, a keep bar and seconds per stage.
@@ -663,11 +685,14 @@ def _render_head(version, samples, photo_thumbs, changes, agreement, ratings, mi
         "</div><div id=rows></div></section>"
     )
     photo_css = "".join(f".{photo_class[u]}{{background-image:url({t.src})}}" for u, t in photo_thumbs.items() if t.src)
+    known = {s.id for s in samples}
     page_data = {
         "dataset": m.dataset,
         "version": m.version,
         "minRating": min_rating,
-        "ratings": ratings,
+        # Only this version's ratings: a decisions file naming other samples is counted
+        # (the agreement panel), never shipped, so the page's size follows the dataset's.
+        "ratings": {k: v for k, v in ratings.items() if k in known},
         "pageSize": page_size,
         "compositions": comps,
     }
@@ -720,6 +745,8 @@ def _render_agreement(agreement: Agreement | None, min_rating: int = HUMAN_KEEP_
         if agreement is not None
         else f"Rate samples below ({min_rating} or more keeps; the paper kept 4 and 5) to see how the automatic filter agrees."
     )
+    if agreement is not None and agreement.unknown:
+        intro += f" {agreement.unknown_line()}: left out of this page."
     return (
         f"<section id=agreement><h2>Filter agreement</h2><p class=small>{_e(intro)}</p>"
         "<div class=stats><div class=stat><div class=num id=ag-precision>-</div><div class=lbl>precision of keep</div></div>"

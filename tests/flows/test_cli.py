@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from conftest import DEMO, REPO, small_recipe
@@ -17,20 +18,24 @@ def gen4gen(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*GEN4GEN, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def test_demo_recipe_small_run_prints_a_summary_and_publishes(tmp_path):
-    out = tmp_path / "demo"
-    result = gen4gen("generate", str(DEMO), "--out", str(out), "--samples", "1")
+@pytest.mark.slow
+def test_demo_recipe_small_run_prints_a_summary_and_publishes(demo_published, tmp_path):
+    import shutil
+
+    published, result = demo_published  # `gen4gen generate configs/demo.yaml --out ... --samples 1`
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == f"file://{out}"
+    assert result.stdout.strip().splitlines()[-1] == f"file://{published}"
     demo = yaml.safe_load(DEMO.read_text())
     for comp in demo["compositions"]:
         assert comp["id"] in result.stderr  # one summary row per composition
     assert "kept of 5" in result.stderr and "the card's Parquet config" in result.stderr
-    manifest = read_manifest(str(out))
+    manifest = read_manifest(str(published))
     assert manifest.planned == 5 and manifest.kept + manifest.dropped + manifest.failed == 5
-    assert manifest.uri == f"file://{out}"
-    verified = gen4gen("verify", str(out), timeout=60)
+    assert manifest.uri == f"file://{published}"
+    verified = gen4gen("verify", str(published), timeout=60)
     assert verified.returncode == 0 and verified.stdout.strip().endswith("whole"), verified.stderr
+    out = tmp_path / "demo"  # the shared one is only read: damage a copy
+    shutil.copytree(published, out, symlinks=True)
     (out / "metadata.jsonl").unlink()
     (out / "cat-mug" / "images" / "intruder.png").write_bytes(b"x")
     damaged = gen4gen("verify", str(out), timeout=60)

@@ -157,6 +157,7 @@ def test_an_uncached_open_clip_fails_the_evaluation_in_seconds_before_sampling(
     assert sorted(p.name for p in checkpoint.iterdir()) == before  # nothing sampled
 
 
+@pytest.mark.slow
 def test_cli_prints_the_results_table(prefect_harness, tiny_run, prompt_file, tmp_path):
     cli = [sys.executable, "-m", "gen4gen.flows.cli", "evaluate"]
     done = subprocess.run([*cli, "--checkpoint", str(tiny_run["checkpoints"][100]), "--prompts", prompt_file,
@@ -172,6 +173,7 @@ def test_cli_prints_the_results_table(prefect_harness, tiny_run, prompt_file, tm
     assert bad.returncode == 2 and "nope: no such folder" in bad.stderr
 
 
+@pytest.mark.slow
 def test_checkpoint_landed_event_runs_the_deployment(prefect_harness, tiny_run, prompt_file, tmp_path):
     """A served deployment with the trigger in flows/evaluate.py; an emitted event starts it."""
     import shutil

@@ -45,14 +45,27 @@ def stages_run(counts: Counter) -> dict[str, int]:
     return {s: counts[s] for s in STAGES if counts[s]}
 
 
-@pytest.fixture()
-def first(tmp_path):
-    raw = small_recipe(tmp_path, samples=2, canvas=128)
-    out = str(tmp_path / "out")
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """The first run, computed once; a copy of what it left is kept beside it."""
+    tmp = tmp_path_factory.mktemp("identity")
+    raw = small_recipe(tmp, samples=2, canvas=128)
+    out = str(tmp / "out")
     counts, manifest = computed(raw, out)
     # 3 photos segmented; 2 compositions x 2 samples through every sample stage.
     assert stages_run(counts) == {"segment": 3, "plan": 4, "composite": 4, "repaint": 4, "caption": 4, "filter": 4}
-    return raw, out, manifest
+    shutil.copytree(out, tmp / "first", symlinks=True)  # copy2: contents and mtimes
+    return raw, out, manifest, tmp / "first"
+
+
+@pytest.fixture()
+def first(first_run):
+    """Each test starts from the first run's output exactly as that run left it, at the
+    same path (records and manifests name it): put back from the copy, not recomputed."""
+    raw, out, manifest, kept = first_run
+    shutil.rmtree(out)
+    shutil.copytree(kept, out, symlinks=True)
+    return copy.deepcopy(raw), out, manifest.model_copy(deep=True)
 
 
 def test_a_rerun_recomputes_nothing_and_publishes_the_same_files(first):

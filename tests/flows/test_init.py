@@ -48,6 +48,7 @@ def init(photos_dir: Path, recipe: Path, *extra: str) -> subprocess.CompletedPro
     return gen4gen("init", str(photos_dir), "--out", str(recipe), *extra)
 
 
+@pytest.mark.slow
 def test_dreambooth_layout_gives_a_recipe_that_generates(tmp_path):
     root = dreambooth(tmp_path / "db")
     recipe = tmp_path / "recipes" / "recipe.yaml"

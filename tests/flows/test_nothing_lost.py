@@ -139,6 +139,7 @@ def kill_at(proc: subprocess.Popen, seconds: float) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     raw = small_recipe(tmp_path, samples=3)
     recipe = write_recipe(tmp_path, raw)

@@ -8,6 +8,7 @@ import sys
 import uuid
 
 import boto3
+import pytest
 import yaml
 
 from conftest import REPO, small_recipe
@@ -22,6 +23,7 @@ def find_secrets(blob: bytes) -> list[str]:
     return [name for name, value in SECRETS.items() if value.encode() in blob]
 
 
+@pytest.mark.slow
 def test_secrets_appear_in_no_output(s3_server, tmp_path, monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)  # moto accepts any credentials

@@ -36,12 +36,18 @@ def publish_without_prefect(raw: dict):
     return run_local(DatasetConfig.model_validate(raw))[0]
 
 
+_PUBLISHED: list[Path] = []  # built once per test process, whichever module asks first
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory) -> Path:
-    """A published tiny dataset; tests copy it before damaging it."""
-    tmp = tmp_path_factory.mktemp("published")
-    publish_without_prefect(tiny_recipe(tmp, tmp / "ds"))
-    return tmp / "ds"
+    """A published tiny dataset, the same one for every module of the corpus; never
+    written to: tests copy it before damaging it (`dataset`)."""
+    if not _PUBLISHED:
+        tmp = tmp_path_factory.mktemp("published")
+        publish_without_prefect(tiny_recipe(tmp, tmp / "ds"))
+        _PUBLISHED.append(tmp / "ds")
+    return _PUBLISHED[0]
 
 
 @pytest.fixture

@@ -15,6 +15,9 @@ import yaml
 from gen4gen.tasks.publishing.verify import problems
 from hostile_kit import GEN4GEN, REPO, publish_without_prefect, tiny_recipe
 
+# Signals to whole process groups, timed: under xdist one at a time, on one worker.
+pytestmark = pytest.mark.xdist_group("signals")
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig, group", [(signal.SIGINT, True), (signal.SIGTERM, False)])

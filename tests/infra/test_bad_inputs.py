@@ -126,6 +126,7 @@ def test_layout_boxes_with_nan_negative_or_off_canvas_values(box, words):
     assert words in str(err.value)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_run_over_the_whole_corpus_goes_on_for_everything_else(tmp_path):
     names = sorted(EXPECTED)

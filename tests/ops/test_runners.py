@@ -36,6 +36,8 @@ def test_dask_local_cluster_or_a_scheduler_address():
 
 HAS_RAY = importlib.util.find_spec("prefect_ray") is not None and importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(not HAS_RAY, reason="needs the ray extra (pip install -e '.[ray]')")
+# The tests that start a local Ray node run one after the other, on one worker under xdist.
+one_ray_node = pytest.mark.xdist_group("ray")
 
 
 @needs_ray
@@ -153,6 +155,7 @@ def _loopback(ip: str) -> bool:
 
 
 @needs_ray
+@one_ray_node
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_a_local_ray_instance_publishes_the_same_dataset_on_the_loopback_only(tmp_path, ray_tmpdir):
@@ -182,6 +185,7 @@ def test_a_local_ray_instance_publishes_the_same_dataset_on_the_loopback_only(tm
 
 
 @needs_ray
+@one_ray_node
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_on_ray_a_gpu_stage_asks_for_gpus_per_task_and_a_cpu_stage_for_none(
