@@ -7,6 +7,10 @@ reasons as bars, every sample as a row of stage thumbnails (source photos -> mas
 composite -> final) with caption and verdict, filters by composition and verdict, and
 optionally the changes from another version and the filter's agreement with human ratings.
 
+The markup is `templates/report.html.j2` (Jinja2, autoescaped); this module builds what it
+is given, `PageView` (`page_view`, `report_view`: numbers and rows), and the rows as JSON for
+the page's script, streamed into the template one sample at a time.
+
 Everything the page needs is inline (CSS, JS, thumbnails as data URIs), so it opens from a
 mail attachment or an S3 console with no network and no access to the dataset. No Prefect
 is needed to build or test it.
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import json
 import os
@@ -26,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from PIL import Image
 
 from gen4gen.infra.errors import BadInput
@@ -33,7 +38,6 @@ from gen4gen.infra.storage import (
     decode_image, exists, filesystem, join, list_files, local_path, read_bytes, read_input, resolve, sha256,
     signed_url, write_bytes,
 )
-from gen4gen.tasks.publishing.ownership import GENERATOR
 from gen4gen.tasks.publishing.publish import composition_stats, published_path
 from gen4gen.tasks.reader import load_json, read_manifest, read_shard
 from gen4gen.tasks.stage import STAGES_DIR
@@ -518,56 +522,63 @@ def thumb_path(sha: str, size: int = THUMB) -> str:
 
 
 def _page(version, thumbs, changes, agreement, ratings, workers, min_rating, page_size, allowed=frozenset()):
-    """The page as a sequence of strings: the summary, then one data row per sample."""
-    stored = _stored_photos(version)
-    photos = sorted({u for s in version.samples for cid, u in s.plan.photos.items() if cid in s.concepts})
-    m = version.manifest
-    comps = [st.composition for st in m.compositions]
+    """The page as a sequence of strings, from templates/report.html.j2: the summary, then
+    one data row per sample, streamed (the template draws rows as this generator makes them)."""
+    comps = [st.composition for st in version.manifest.compositions]
     samples = sorted(version.samples, key=lambda s: (comps.index(s.composition), s.plan.index))  # recipe order
     # Decoding PNGs dominates; PIL releases the GIL while decoding, and S3 reads wait.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        photo_thumbs = dict(zip(photos, pool.map(lambda u: thumbs.photo(u, stored.get(u), allowed), photos)))
-        yield _render_head(version, samples, photo_thumbs, changes, agreement, ratings, min_rating, page_size)
-        added = {s.id for s in changes.added} if changes else set()
-        photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
-        yield "<script>const ROWS = [\n"
-        # In order, a bounded window ahead: memory stays flat in the number of samples.
-        window, pending = workers * 8, []
-        for s in samples:
-            pending.append((s, pool.submit(_sample_thumbs, thumbs, s)))
-            if len(pending) > window:
-                yield _row_json(pending.pop(0), photo_thumbs, photo_class, comps, added)
-        for item in pending:
-            yield _row_json(item, photo_thumbs, photo_class, comps, added)
-    yield "];</script>"
-    yield f"<script>{_JS}</script></body></html>"
+        photo_thumbs = _photo_thumbs(version, thumbs, pool, allowed)
+        view = page_view(version, samples, photo_thumbs, changes, agreement, ratings, min_rating, page_size)
+        rows = _rows(pool, thumbs, samples, photo_thumbs, comps, changes, workers)
+        stream = _TEMPLATES.get_template("report.html.j2").stream(v=view, rows=rows, css=Markup(_CSS), js=Markup(_JS))
+        stream.enable_buffering(64)  # a few rows a write, not one write per template piece
+        yield from stream
 
 
-def _e(value) -> str:
-    return html.escape(str(value), quote=True)
+def report_view(
+    dataset_uri: str, compare_uri: str | None = None, ratings: dict[str, int] | None = None, size: int = THUMB,
+    workers: int = 4, page_size: int = PAGE_SIZE,
+) -> PageView:
+    """What `build_report` would show, as numbers and rows, without the page."""
+    version, changes, agreement = _read(dataset_uri, compare_uri, ratings)
+    comps = [st.composition for st in version.manifest.compositions]
+    samples = sorted(version.samples, key=lambda s: (comps.index(s.composition), s.plan.index))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        photo_thumbs = _photo_thumbs(version, _Thumbs(version, size, None), pool, frozenset())
+    return page_view(version, samples, photo_thumbs, changes, agreement, ratings or {}, HUMAN_KEEP_RATING, page_size)
 
 
-def _img(thumb: Thumb, label: str, cls: str = "") -> str:
-    if thumb.skipped:
-        return f'<div class="thumb skipped {cls}" title="{_e(thumb.note)}"><span>not made</span></div>'
-    if thumb.src is None:
-        state = "missing" if thumb.note.endswith("not found") else "unreadable"
-        return f'<div class="thumb missing {cls}" title="{_e(thumb.note)}"><span>{_e(label)}<br>{state}</span></div>'
-    return f'<img class="thumb {cls}" src="{_e(thumb.src)}" alt="{_e(label)}" loading="lazy">'
+def _photo_thumbs(version, thumbs, pool, allowed) -> dict[str, Thumb]:
+    """Each source photo's thumbnail, once however many samples show it."""
+    stored = _stored_photos(version)
+    photos = sorted({u for s in version.samples for cid, u in s.plan.photos.items() if cid in s.concepts})
+    return dict(zip(photos, pool.map(lambda u: thumbs.photo(u, stored.get(u), allowed), photos)))
 
 
-def _stat(label: str, value, cls: str = "") -> str:
-    return f'<div class="stat {cls}"><div class="num">{_e(value)}</div><div class="lbl">{_e(label)}</div></div>'
+def _rows(pool, thumbs, samples, photo_thumbs, comps, changes, workers):
+    """Each sample's row as JSON for the page's script, thumbnails made in order, a bounded
+    window ahead: memory stays flat in the number of samples."""
+    added = {s.id for s in changes.added} if changes else set()
+    photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
+    window, pending = workers * 8, []
+    for s in samples:
+        pending.append((s, pool.submit(_sample_thumbs, thumbs, s)))
+        if len(pending) > window:
+            yield _row_json(pending.pop(0), photo_thumbs, photo_class, comps, added)
+    for item in pending:
+        yield _row_json(item, photo_thumbs, photo_class, comps, added)
 
 
 def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.0f}%" if d else "-"
 
 
-def _row_json(item, photo_thumbs, photo_class, comps, added) -> str:
+def _row_json(item, photo_thumbs, photo_class, comps, added) -> Markup:
+    """JSON with every '<' as \\u003c: no string in it can close the script element."""
     sample, fut = item
     row = _row(sample, fut.result(), photo_thumbs, photo_class, comps, sample.id in added)
-    return json.dumps(row, separators=(",", ":")).replace("<", "\\u003c") + ",\n"
+    return Markup(json.dumps(row, separators=(",", ":")).replace("<", "\\u003c"))
 
 
 def _cell(thumb: Thumb) -> list:
@@ -583,49 +594,97 @@ def _row(s: Sample, thumbs: dict[str, Thumb], photo_thumbs, photo_class, comps, 
             [[r.code, r.stage, r.detail] for r in s.reasons], pics, [_cell(thumbs[k]) for k in STAGES]]
 
 
-def _render_head(version, samples, photo_thumbs, changes, agreement, ratings, min_rating, page_size) -> str:
+# --------------------------------------------------------------------------- the page's view
+
+
+@dataclass
+class CompositionRow:
+    composition: str
+    concepts: list[str]
+    planned: int
+    kept: int
+    dropped: int
+    failed: int
+    bar: list[tuple[str, float]]  # (verdict, percent of planned) for the verdicts it has
+    seconds: list[float]  # per stage, in PageView.stage_names order
+
+
+@dataclass
+class ConceptRow:
+    concept: str
+    token: str
+    photos: list[Thumb]
+    compositions: int
+    samples: int
+    kept: int
+    keep_rate: str
+
+
+@dataclass
+class ReasonRow:
+    code: str
+    count: int
+    pct: float  # of the most common reason's count (the bar's length)
+    where: str  # "composition count, ..." most first
+
+
+@dataclass
+class ChangesView:
+    old_label: str
+    added: list[tuple[str, str]]  # (sample id, composition)
+    removed: list[tuple[str, str, str]]  # (sample id, composition, status)
+    verdict_changed: list[tuple[str, str, str, str]]  # (sample id, composition, old, new)
+    per_composition: list[dict]  # composition, planned/kept before and now, kept_change, trend
+
+
+@dataclass
+class PageView:
+    """What the report page shows, as numbers and rows (the template turns it into HTML)."""
+
+    title: str
+    dataset: str
+    version: str
+    uri: str
+    published: bool
+    created: str
+    stats: list[tuple[str, object, str]]  # (label, value, class)
+    unusable_photos: list[tuple[str, str]]
+    flagged_photos: list[tuple[str, str]]
+    stage_names: list[str]
+    compositions: list[CompositionRow]
+    concepts: list[ConceptRow]
+    reasons: list[ReasonRow]
+    changes: ChangesView | None
+    agreement_note: str  # above the agreement panel, which the page always draws (and recomputes)
+    composition_ids: list[str]
+    verdicts: list[str]  # the verdict filters: those some sample has, and "new" after a comparison
+    photo_styles: list[tuple[str, str]]  # (class, thumbnail URL): each source photo drawn once
+    data: dict = field(default_factory=dict)  # REPORT, for the page's script
+
+    @property
+    def data_json(self) -> Markup:
+        # '<' escaped so no string in the data can close the script element.
+        return Markup(json.dumps(self.data).replace("<", "\\u003c"))
+
+
+def page_view(version, samples, photo_thumbs, changes, agreement, ratings, min_rating, page_size) -> PageView:
+    """The page's numbers and rows from a version and its thumbnails."""
     m = version.manifest
     comps = [st.composition for st in m.compositions]
-    added = {s.id for s in changes.added} if changes else set()
-    photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
-    parts: list[str] = []
-    add = parts.append
-    add(f"<header><h1>{_e(m.dataset)} <span class=ver>{_e(m.version)}</span></h1>"
-        f"<div class=sub>{_e(m.uri)} &middot; {'published' if version.published else 'awaiting review since'} "
-        f"{_e(m.created.strftime('%Y-%m-%d %H:%M UTC'))}"
-        f" &middot; {len(comps)} compositions</div></header>")
-    add('<section class="stats">' + _stat("planned", m.planned) + _stat("kept", m.kept, "kept")
-        + _stat("dropped", m.dropped, "dropped") + _stat("failed", m.failed, "failed")
-        + _stat("keep rate", _pct(m.kept, m.planned)) + "</section>")
-    if m.unusable_photos:
-        add("<section><h2>Unusable photos</h2><ul class=notes>" + "".join(
-            f"<li><code>{_e(p)}</code>: {_e(why)}</li>" for p, why in m.unusable_photos.items()) + "</ul></section>")
-    if m.flagged_photos:
-        add("<section><h2>Flagged cut-outs</h2><p class=sub>The planner uses the concept's other photos; "
-            "a sample built from one of these is dropped by the filter. <code>gen4gen segment</code> "
-            "shows them.</p><ul class=notes>" + "".join(
-                f"<li><code>{_e(p)}</code>: {_e(why)}</li>" for p, why in m.flagged_photos.items()) + "</ul></section>")
-
-    # Compositions: counts, a keep bar and seconds per stage.
-    stages_seen = sorted({k for st in m.compositions for k in st.seconds})
-    concepts_of = {}
+    concepts_of: dict[str, list[str]] = {}
     for s in samples:
         concepts_of.setdefault(s.composition, s.concepts)
-    rows = []
-    for st in m.compositions:
-        bar = "".join(
-            f'<i class="{cls}" style="width:{100 * n / st.planned:.1f}%"></i>'
-            for cls, n in (("kept", st.kept), ("dropped", st.dropped), ("failed", st.failed)) if st.planned and n
+    stages_seen = sorted({k for st in m.compositions for k in st.seconds})
+    composition_rows = [
+        CompositionRow(
+            composition=st.composition, concepts=list(concepts_of.get(st.composition, [])), planned=st.planned,
+            kept=st.kept, dropped=st.dropped, failed=st.failed,
+            bar=[(cls, 100 * n / st.planned) for cls, n in (("kept", st.kept), ("dropped", st.dropped), ("failed", st.failed))
+                 if st.planned and n],
+            seconds=[st.seconds.get(k, 0) for k in stages_seen],
         )
-        secs = "".join(f"<td class=n>{st.seconds.get(k, 0):.1f}</td>" for k in stages_seen)
-        rows.append(
-            f"<tr><td><b>{_e(st.composition)}</b><div class=small>{_e(', '.join(concepts_of.get(st.composition, [])))}</div></td>"
-            f"<td class=n>{st.planned}</td><td class=n>{st.kept}</td><td class=n>{st.dropped}</td><td class=n>{st.failed}</td>"
-            f"<td><div class=bar title='kept {st.kept}, dropped {st.dropped}, failed {st.failed}'>{bar}</div></td>{secs}</tr>"
-        )
-    add("<section><h2>Compositions</h2><table><thead><tr><th>composition</th><th>planned</th><th>kept</th>"
-        "<th>dropped</th><th>failed</th><th>verdicts</th>"
-        + "".join(f"<th>{_e(k)} s</th>" for k in stages_seen) + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table></section>")
+        for st in m.compositions
+    ]
 
     # Concepts: which photos, in how many samples, how many kept.
     per_concept: dict[str, Counter] = defaultdict(Counter)
@@ -638,15 +697,12 @@ def _render_head(version, samples, photo_thumbs, changes, agreement, ratings, mi
             tokens[cid] = tok
             if cid in s.plan.photos:
                 concept_photos[cid].add(s.plan.photos[cid])
-    crow = []
-    for cid in sorted(per_concept):
-        c = per_concept[cid]
-        pics = "".join(_img(photo_thumbs[u], cid, "photo") for u in sorted(concept_photos[cid]))
-        crow.append(f"<tr><td><b>{_e(cid)}</b><div class=small><code>{_e(tokens[cid])}</code></div></td><td class=pics>{pics}</td>"
-                    f"<td class=n>{sum(1 for k in c if k.startswith('c:'))}</td><td class=n>{c['samples']}</td>"
-                    f"<td class=n>{c['kept']}</td><td class=n>{_pct(c['kept'], c['samples'])}</td></tr>")
-    add("<section><h2>Concepts</h2><table><thead><tr><th>concept</th><th>source photos</th><th>compositions</th>"
-        "<th>samples</th><th>kept</th><th>keep rate</th></tr></thead><tbody>" + "".join(crow) + "</tbody></table></section>")
+    concept_rows = [
+        ConceptRow(concept=cid, token=tokens[cid], photos=[photo_thumbs[u] for u in sorted(concept_photos[cid])],
+                   compositions=sum(1 for k in c if k.startswith("c:")), samples=c["samples"], kept=c["kept"],
+                   keep_rate=_pct(c["kept"], c["samples"]))
+        for cid, c in sorted(per_concept.items())
+    ]
 
     # Drop reasons (the first reason of each dropped or failed sample, as the manifest counts them).
     reasons: Counter = Counter()
@@ -655,106 +711,48 @@ def _render_head(version, samples, photo_thumbs, changes, agreement, ratings, mi
         for code, n in st.reasons.items():
             reasons[code] += n
             by_comp[code][st.composition] += n
-    if reasons:
-        top = max(reasons.values())
-        bars = "".join(
-            f'<div class=rrow><span class=rcode>{_e(code)}</span><span class=rbar><i style="width:{100 * n / top:.1f}%"></i></span>'
-            f'<span class=rn>{n}</span><span class=small>{_e(", ".join(f"{c} {k}" for c, k in by_comp[code].most_common()))}</span></div>'
-            for code, n in reasons.most_common()
-        )
-    else:
-        bars = "<p class=small>No sample was dropped or failed.</p>"
-    add(f"<section><h2>Drop reasons</h2><div class=reasons>{bars}</div></section>")
+    top = max(reasons.values(), default=0)
+    reason_rows = [ReasonRow(code=code, count=n, pct=100 * n / top,
+                             where=", ".join(f"{c} {k}" for c, k in by_comp[code].most_common()))
+                   for code, n in reasons.most_common()]
 
-    if changes is not None:
-        add(_render_changes(changes))
-    add(_render_agreement(agreement, min_rating))
-
-    # Samples: drawn by the page's script from ROWS, one page at a time, filterable.
-    comp_buttons = "".join(f'<button data-filter=composition data-value="{_e(c)}">{_e(c)}</button>' for c in comps)
     verdicts = [v for v in ("kept", "dropped", "failed") if any(s.status == v for s in samples)]
-    verdict_buttons = "".join(f'<button data-filter=verdict data-value="{v}">{v}</button>' for v in verdicts)
-    if added:
-        verdict_buttons += '<button data-filter=verdict data-value="new">new</button>'
-    add(
-        "<section><h2>Samples</h2><div class=filters>"
-        f'<div class=group><span>composition</span><button data-filter=composition data-value="" aria-pressed=true>all</button>{comp_buttons}</div>'
-        f'<div class=group><span>verdict</span><button data-filter=verdict data-value="" aria-pressed=true>all</button>{verdict_buttons}</div>'
-        f'<div class=group><span id=shown></span><button id=export>export decisions</button><a id=download hidden></a></div>'
-        '<div class="group pager"><button id=prev>&larr; previous</button><span id=page></span><button id=next>next &rarr;</button></div>'
-        "</div><div id=rows></div></section>"
-    )
-    photo_css = "".join(f".{photo_class[u]}{{background-image:url({t.src})}}" for u, t in photo_thumbs.items() if t.src)
-    known = {s.id for s in samples}
-    page_data = {
-        "dataset": m.dataset,
-        "version": m.version,
-        "minRating": min_rating,
-        # Only this version's ratings: a decisions file naming other samples is counted
-        # (the agreement panel), never shipped, so the page's size follows the dataset's.
-        "ratings": {k: v for k, v in ratings.items() if k in known},
-        "pageSize": page_size,
-        "compositions": comps,
-    }
-    # '<' escaped so no string in the data can close the script element.
-    data_json = json.dumps(page_data).replace("<", "\\u003c")
-    title = f"{m.dataset} {m.version}: dataset report"
-    return (
-        f"<!doctype html><html lang=en><head><meta charset=utf-8>{GENERATOR}<title>{_e(title)}</title>"
-        f'<meta name=viewport content="width=device-width, initial-scale=1">'
-        f"<style>{_CSS}{photo_css}</style></head><body>{''.join(parts)}"
-        f"<script>const REPORT = {data_json};</script>"
-    )
-
-
-def _render_changes(changes: Changes) -> str:
-    rows = "".join(
-        f"<tr><td>{_e(r['composition'])}</td><td class=n>{r['planned_before']}</td><td class=n>{r['planned_now']}</td>"
-        f"<td class=n>{r['kept_before']}</td><td class=n>{r['kept_now']}</td>"
-        f"<td class=\"n delta {'up' if r['kept_now'] > r['kept_before'] else 'down' if r['kept_now'] < r['kept_before'] else ''}\">"
-        f"{r['kept_now'] - r['kept_before']:+d}</td></tr>"
-        for r in changes.per_composition
-    )
-
-    def ids(samples, extra=lambda s: "") -> str:
-        if not samples:
-            return "<span class=small>none</span>"
-        return "<ul class=ids>" + "".join(f"<li><code>{_e(s.id)}</code> {_e(s.composition)}{extra(s)}</li>" for s in samples) + "</ul>"
-
-    changed = "".join(
-        f"<li><code>{_e(s.id)}</code> {_e(s.composition)}: {_e(old)} &rarr; <b>{_e(s.status)}</b></li>"
-        for s, old in changes.verdict_changed
-    )
-    return (
-        f"<section id=changes><h2>Changes since {_e(changes.old_label)}</h2>"
-        f"<div class=stats>{_stat('samples added', len(changes.added))}{_stat('samples removed', len(changes.removed))}"
-        f"{_stat('verdicts changed', len(changes.verdict_changed))}</div>"
-        "<table><thead><tr><th>composition</th><th>planned before</th><th>planned now</th><th>kept before</th>"
-        f"<th>kept now</th><th>kept change</th></tr></thead><tbody>{rows}</tbody></table>"
-        f"<details><summary>added samples ({len(changes.added)})</summary>{ids(changes.added)}</details>"
-        f"<details><summary>removed samples ({len(changes.removed)})</summary>{ids(changes.removed, lambda s: ' (' + s.status + ')')}</details>"
-        f"<details><summary>verdicts changed ({len(changes.verdict_changed)})</summary><ul class=ids>{changed}</ul></details>"
-        "</section>"
-    )
-
-
-def _render_agreement(agreement: Agreement | None, min_rating: int = HUMAN_KEEP_RATING) -> str:
-    # Always rendered: the page recomputes it live as a reviewer rates samples.
-    intro = (
-        "From the decisions file; updated as you rate samples below."
-        if agreement is not None
-        else f"Rate samples below ({min_rating} or more keeps; the paper kept 4 and 5) to see how the automatic filter agrees."
-    )
+    if changes and changes.added:
+        verdicts.append("new")
+    photo_class = {uri: f"p{i}" for i, uri in enumerate(photo_thumbs)}
+    note = ("From the decisions file; updated as you rate samples below." if agreement is not None else
+            f"Rate samples below ({min_rating} or more keeps; the paper kept 4 and 5) to see how the automatic filter agrees.")
     if agreement is not None and agreement.unknown:
-        intro += f" {agreement.unknown_line()}: left out of this page."
-    return (
-        f"<section id=agreement><h2>Filter agreement</h2><p class=small>{_e(intro)}</p>"
-        "<div class=stats><div class=stat><div class=num id=ag-precision>-</div><div class=lbl>precision of keep</div></div>"
-        "<div class=stat><div class=num id=ag-recall>-</div><div class=lbl>recall of keep</div></div>"
-        "<div class=stat><div class=num id=ag-rated>0</div><div class=lbl>rated</div></div></div>"
-        "<table class=confusion><thead><tr><th></th><th>people keep</th><th>people drop</th></tr></thead><tbody>"
-        "<tr><th>filter keeps</th><td class=n id=ag-tp>0</td><td class=n id=ag-fp>0</td></tr>"
-        "<tr><th>filter drops</th><td class=n id=ag-fn>0</td><td class=n id=ag-tn>0</td></tr></tbody></table></section>"
+        note += f" {agreement.unknown_line()}: left out of this page."
+    known = {s.id for s in samples}
+    return PageView(
+        title=f"{m.dataset} {m.version}: dataset report", dataset=m.dataset, version=m.version, uri=m.uri,
+        published=version.published, created=m.created.strftime("%Y-%m-%d %H:%M UTC"),
+        stats=[("planned", m.planned, ""), ("kept", m.kept, "kept"), ("dropped", m.dropped, "dropped"),
+               ("failed", m.failed, "failed"), ("keep rate", _pct(m.kept, m.planned), "")],
+        unusable_photos=list(m.unusable_photos.items()), flagged_photos=list(m.flagged_photos.items()),
+        stage_names=stages_seen, compositions=composition_rows, concepts=concept_rows, reasons=reason_rows,
+        changes=_changes_view(changes) if changes is not None else None,
+        agreement_note=note, composition_ids=comps, verdicts=verdicts,
+        photo_styles=[(photo_class[u], t.src) for u, t in photo_thumbs.items() if t.src],
+        data={"dataset": m.dataset, "version": m.version, "minRating": min_rating,
+              # Only this version's ratings: a decisions file naming other samples is counted
+              # (the agreement panel), never shipped, so the page's size follows the dataset's.
+              "ratings": {k: v for k, v in ratings.items() if k in known},
+              "pageSize": page_size, "compositions": comps},
+    )
+
+
+def _changes_view(changes: Changes) -> ChangesView:
+    rows = [{**r, "kept_change": r["kept_now"] - r["kept_before"],
+             "trend": "up" if r["kept_now"] > r["kept_before"] else "down" if r["kept_now"] < r["kept_before"] else ""}
+            for r in changes.per_composition]
+    return ChangesView(
+        old_label=changes.old_label,
+        added=[(s.id, s.composition) for s in changes.added],
+        removed=[(s.id, s.composition, s.status) for s in changes.removed],
+        verdict_changed=[(s.id, s.composition, old, s.status) for s, old in changes.verdict_changed],
+        per_composition=rows,
     )
 
 
@@ -762,7 +760,8 @@ def report_size(page: str) -> int:
     return len(page.encode())
 
 
-# The page's style and behaviour live beside this module as plain files (package data).
+# The page's style and behaviour live beside this module as plain files, its markup in
+# templates/report.html.j2 (package data, autoescaped).
 _CSS = Path(__file__).with_name("report.css").read_text()
 _JS = Path(__file__).with_name("report.js").read_text()
-NEW_BADGE = '<span class="badge new">new</span>'
+_TEMPLATES = Environment(loader=PackageLoader("gen4gen.tasks.views", "templates"), autoescape=select_autoescape(["j2"]))
