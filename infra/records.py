@@ -414,6 +414,11 @@ class FilterConfig(Record):
         default_factory=dict,
         description="clip backend: {'clip': {...}, 'owlvit': {...}, 'feature_cache': URI} (models/score/vision.py)",
     )
+    drop_flagged_cutouts: bool = Field(
+        default=True,
+        description="drop a sample built from a photo whose cut-out failed its checks (tasks/cutouts.py); "
+                    "false keeps it, the flags as notes (cut-outs looked at and accepted)",
+    )
 
     @field_validator("vision")
     @classmethod

@@ -36,7 +36,11 @@ def filter_samples(samples: list[Sample], job: Job, model: Judge) -> None:
             if verdict.failed is not None:
                 sample.fail(verdict.failed.code, STAGE, verdict.failed.detail)
                 continue
-            reasons = verdict.reasons + cutout_reasons(sample, job)
+            flagged = cutout_reasons(sample, job)
+            if not job.config.stages.filter.drop_flagged_cutouts:
+                sample.notes.extend(flagged)
+                flagged = []
+            reasons = verdict.reasons + flagged
             sample.reasons.extend(reasons)
             sample.status = "dropped" if reasons else "kept"
 
@@ -58,7 +62,7 @@ def options(config: DatasetConfig, job: Job | None) -> dict:
     """The backend's settings: the recipe's thresholds, and for a model judge where source
     photos' features are cached (beside the dataset, shared by its compositions)."""
     f = config.stages.filter
-    opts = f.model_dump(exclude={"backend", "vision"})
+    opts = f.model_dump(exclude={"backend", "vision", "drop_flagged_cutouts"})  # the stage's, not the judge's
     if f.backend == "rules":
         for name in ("detect_threshold", "min_similarity"):  # the model judge's thresholds
             opts.pop(name)

@@ -29,6 +29,8 @@ STAGES = (SEGMENT, PLAN) + tuple(stage for stage, _ in SAMPLE_STAGES)
 def check_backends(config: DatasetConfig) -> None:
     """Every stage's backend is declared (a typo in a recipe is found before any work)."""
     for stage in STAGES:
+        if stage.family == "segment" and stage.backend(config) == "auto":
+            continue  # a choice, not a backend: resolved before the run (models/segment/weights.py)
         if stage.family:
             registry.check(stage.family, stage.backend(config))
 

@@ -153,7 +153,7 @@ class _Pairs(dict):
 
 def _short(value) -> str:
     if isinstance(value, (dict, list)):
-        return "an object" if isinstance(value, dict) else "a list"
+        return "dict" if isinstance(value, dict) else "list"  # a JSON object is a _Pairs here
     return repr(value)[:80]
 
 

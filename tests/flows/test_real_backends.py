@@ -72,8 +72,9 @@ def test_generate_on_real_backends_publishes_like_the_offline_run(tiny_weights, 
         "repaint": {"backend": "sdxl", "options": {"model": tiny_weights["sdxl"], "refiner": tiny_weights["refiner"],
                                                     "size": 64, "steps": 4, "batch_size": 2}},
         "caption": {"backend": "llava", "options": {"model": tiny_weights["llava"], "batch_size": 2, "max_new_tokens": 6}},
-        # Random weights: thresholds every detection passes, so the samples are kept and published.
-        "filter": {"backend": "clip", "detect_threshold": 0.0, "min_similarity": -1.0,
+        # Random weights: thresholds every detection passes, and random SAM masks (which the
+        # cut-out checks flag) kept, so the samples are kept and published.
+        "filter": {"backend": "clip", "detect_threshold": 0.0, "min_similarity": -1.0, "drop_flagged_cutouts": False,
                    "vision": {"clip": tiny_weights["clip"], "owlvit": {"model": tiny_weights["owlvit"]}}},
     }
     result = _generate(_recipe(tmp_path / "real", real), tmp_path / "real-out")
@@ -92,6 +93,8 @@ def test_generate_on_real_backends_publishes_like_the_offline_run(tiny_weights, 
     for s in samples:
         assert {"detect.chelsea", "similarity.coffee", "cp_clip"} <= set(s["measures"]), s["measures"]
         assert "<chelsea>" in s["caption"] and "<coffee>" in s["caption"]
+        # Random SAM masks are noise: the checks flag them, noted rather than dropped here.
+        assert any(n["code"].startswith("cutout_") for n in s["notes"]), s["notes"]
     segment_cache = list((tmp_path / "real-out" / ".cache" / "segment").iterdir())
     assert [p.name.split("-")[0] for p in segment_cache] == ["sam"]
 

@@ -52,3 +52,17 @@ def test_flagged_cut_outs_are_avoided_then_dropped_with_their_reason(tmp_path):
     assert stats["cat-worn"].reasons.get("cutout_across") == 4 and stats["cat-worn"].kept == 0
     assert worn in manifest.flagged_photos and "cutout_across" in manifest.flagged_photos[worn]
     assert clean not in manifest.flagged_photos
+
+
+def test_flagged_cut_outs_can_be_kept_as_notes(tmp_path):
+    worn = rgba_photo(tmp_path / "worn.png", True)
+    raw = small_recipe(tmp_path, samples=2, canvas=128, extra_concepts=[
+        {"id": "worn", "category": "backpack", "token": "<worn>", "photos": [worn]},
+    ], extra_compositions=[{"id": "cat-worn", "concepts": ["chelsea", "worn"], "samples": 2}])
+    raw["compositions"] = raw["compositions"][2:]
+    raw["stages"] = {"filter": {"drop_flagged_cutouts": False}}
+    config = DatasetConfig.model_validate(raw)
+    _, samples, _ = run_local(config, config.out)
+    for s in samples["cat-worn"]:
+        assert not any(r.code.startswith("cutout_") for r in s.reasons)
+        assert [n.code for n in s.notes if n.code.startswith("cutout_")] == ["cutout_across"]

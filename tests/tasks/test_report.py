@@ -159,7 +159,7 @@ def test_decisions_files_in_json_csv_and_the_page_export(tmp_path):
     assert parse_decisions(b"sample_id,rating\na,3\nb, 5\n", "d.csv") == {"a": 3, "b": 5}
     with pytest.raises(DecisionsError, match=r"d\.csv: line 3: rating '7' for 'b'"):
         parse_decisions(b"sample_id,rating\na,3\nb,7\n", "d.csv")
-    with pytest.raises(DecisionsError, match=r"d\.json: key 'a': rating True"):
+    with pytest.raises(DecisionsError, match=r"d\.json: entry 1 \(key 'a'\): rating True"):
         parse_decisions(b'{"a": true}', "d.json")
     with pytest.raises(DecisionsError, match="needs a 'sample_id'"):
         parse_decisions(b"name,score\na,3\n", "d.csv")
