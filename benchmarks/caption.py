@@ -48,7 +48,7 @@ def random_size_captioner(sizes: dict = REAL_7B, device: str = "auto", dtype: st
     from transformers import (CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
 
-    from gen4gen.models.llava import LlavaCaptioner
+    from gen4gen.models.caption.llava import LlavaCaptioner
     from tests.tiny.llava import CHAT_TEMPLATE, tiny_llava
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -126,7 +126,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from gen4gen.models.llava import LlavaCaptioner
+    from gen4gen.models.caption.llava import LlavaCaptioner
 
     model = args.model
     if args.tiny:

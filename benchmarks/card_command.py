@@ -157,7 +157,7 @@ def stand_in(root: Path) -> Path:
 def check(examples: Path | None, root: Path, prior: bool = False) -> list[tuple[str, subprocess.CompletedProcess, list]]:
     """Publish, run the card's command (and its prior variant), return each run's
     (command, process, missing outputs). `examples` None: on the stand-in, nothing trained."""
-    from gen4gen.tasks.verify import problems
+    from gen4gen.tasks.publishing.verify import problems
 
     config, manifest, folder, base = publish_tiny(root, build_base=examples is not None)
     command = train_command((folder / "README.md").read_text())

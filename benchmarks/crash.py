@@ -54,7 +54,7 @@ def recipe(samples: int, out: Path, canvas: int = 256) -> dict:
 def older(raw: dict, path: Path) -> None:
     """Publish the recipe `raw` (written to `path`) as `gen4gen generate` would, without Prefect."""
     from gen4gen.infra.config import load_config
-    from gen4gen.tasks.ownership import claim
+    from gen4gen.tasks.publishing.ownership import claim
     from gen4gen.tasks.pipeline import run_local
 
     path.write_text(yaml.safe_dump(raw))
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--kill-within", type=float, default=0.9,
                         help="kill in [1 s, this share of the uninterrupted run] (0.5: one trial is surely killed)")
     args = parser.parse_args()
-    from gen4gen.tasks.verify import fingerprint, problems
+    from gen4gen.tasks.publishing.verify import fingerprint, problems
 
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@
 Builds CLIP ViT-B/32 (open_clip's own architecture config) and OWL-ViT B/32
 (transformers' OwlViTConfig defaults, which are google/owlvit-base-patch32's sizes) with
 random weights: the same FLOPs as the real models, no download. OWL-ViT is saved with
-save_pretrained and both are loaded back through models/vision.py, so the measured path
+save_pretrained and both are loaded back through models/score/vision.py, so the measured path
 is the one an evaluation takes. `--tiny` uses the test suite's tiny models instead.
 
 Each image holds `--concepts` concepts with two source photos each. Both modes are timed
@@ -94,7 +94,7 @@ def measure(images: int = PAPER_IMAGES, concepts: int = 3, size: int = 512, tiny
                            owl_batch=owl_batch, clip_batch=clip_batch)
 
     from gen4gen.models import hf, registry
-    from gen4gen.models.score import score_images
+    from gen4gen.models.score.score import score_images
 
     device, dtype = hf.placement({"device": args.device, "dtype": args.dtype})
     tmp = Path(tempfile.mkdtemp(prefix="eval-speed-"))

@@ -284,7 +284,7 @@ def measure(argv=None) -> dict:
     import torch
     from diffusers.utils import logging as diffusers_logging
 
-    from gen4gen.models.diffusion_repaint import DiffusionRepainter
+    from gen4gen.models.repaint.diffusion_repaint import DiffusionRepainter
     from tests.tiny.tokenizer import clip_tokenizer
 
     diffusers_logging.set_verbosity_error()  # a dtype notice per VAE call drowns the table

@@ -192,7 +192,7 @@ def s_caption(ctx: Ctx) -> list[dict]:
     import caption
 
     if ctx.tiny:
-        from gen4gen.models.llava import LlavaCaptioner
+        from gen4gen.models.caption.llava import LlavaCaptioner
         from tests.tiny.llava import tiny_llava
 
         folder = tiny_llava(Path(tempfile.mkdtemp(prefix="tiny-llava-")))
@@ -255,7 +255,7 @@ def _photos(n: int):
 def s_segment(ctx: Ctx) -> list[dict]:
     import torch
 
-    from gen4gen.models.sam import SamSegmenter, build_sam
+    from gen4gen.models.segment.sam import SamSegmenter, build_sam
     from tests.tiny.sam import tiny_sam
 
     folder = Path(tempfile.mkdtemp(prefix="gpu-suite-sam-"))

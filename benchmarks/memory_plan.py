@@ -129,7 +129,7 @@ def build(fp16):
     from transformers import OwlViTForObjectDetection
 
     from benchmarks.gpu_repaint import REAL, build_parts
-    from gen4gen.models.sam import build_sam
+    from gen4gen.models.segment.sam import build_sam
 
     sdxl = build_parts(REAL, "meta", fp16)
     with torch.device("meta"):

@@ -36,7 +36,7 @@ HEADLINE = r"^overhead ratio flow\(1 worker\) / loop: "
 def direct(config, out: str) -> int:
     """The declared stages walked in a plain loop (tasks/pipeline.py: run_local): what the
     flow does, without Prefect."""
-    from gen4gen.tasks.gallery import gallery_markdown, gallery_view
+    from gen4gen.tasks.views.gallery import gallery_markdown, gallery_view
     from gen4gen.tasks.pipeline import run_local
     from gen4gen.tasks.segment import cutouts_by_photo
 

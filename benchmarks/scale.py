@@ -170,7 +170,7 @@ def open_seconds(page_file: Path) -> tuple[float, int]:
 
 
 def measure(samples: int, canvas: int, workers: int, root: Path, with_rerun: bool = True) -> dict:
-    from gen4gen.tasks.report import write_report
+    from gen4gen.tasks.views.report import write_report
 
     folder = root / f"n{samples}"
     folder.mkdir(parents=True)

@@ -186,7 +186,7 @@ def main() -> int:
 def _has_weights() -> bool:
     """Whether `auto` would pick IS-Net here (its weights were fetched)."""
     from gen4gen.infra.records import StageConfig
-    from gen4gen.models.weights import resolve_segment
+    from gen4gen.models.segment.weights import resolve_segment
 
     return resolve_segment(StageConfig(backend="auto"))[0].backend == "isnet"
 

@@ -1,6 +1,6 @@
 """Custom Diffusion training speed: optimizer steps per second and peak memory.
 
-Runs the training step of tasks/train.py (`optimizer_step`, the same code `gen4gen train`
+Runs the training step of tasks/training/train.py (`optimizer_step`, the same code `gen4gen train`
 runs) on models built from configs with random weights, so nothing is downloaded:
 
     real     SD 1.5's architecture (UNet 320/640/1280/1280 with 768-wide cross-attention,
@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from gen4gen.models import hf
-    from gen4gen.models.custom_diffusion import CustomDiffusion
-    from gen4gen.tasks.train import make_optimizer, optimizer_step
+    from gen4gen.models.train.custom_diffusion import CustomDiffusion
+    from gen4gen.tasks.training.train import make_optimizer, optimizer_step
 
     device = hf.device(args.device)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.precision]

@@ -8,7 +8,7 @@ proposal is checked (known ids, 2 to 5 different concepts, not already in the re
 validated as a `Composition` before it is written.
 
 Without an endpoint (any other `stages.plan` backend) the proposals come offline from a
-small table of settings and the categories usually seen in them (tasks/ingest.py
+small table of settings and the categories usually seen in them (tasks/intake/ingest.py
 `SETTINGS`): compositions of 2 or 3 concepts whose categories share a setting, every
 concept used first when `--max` allows; the same recipe always gives the same proposals.
 """
@@ -64,9 +64,9 @@ def associate_command(config: str, most: int, out: str | None) -> int:
     unusable recipe or option."""
     from gen4gen.infra.storage import read_bytes, resolve, write_bytes
     from gen4gen.models import registry
-    from gen4gen.models.llm_planner import AnswerRejected
+    from gen4gen.models.plan.llm_planner import AnswerRejected
     from gen4gen.infra.records import Concept, StageConfig
-    from gen4gen.tasks.ingest import propose
+    from gen4gen.tasks.intake.ingest import propose
 
     try:
         raw = yaml.safe_load(read_bytes(config).decode("utf-8"))

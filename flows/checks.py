@@ -11,7 +11,7 @@ import inspect
 
 from gen4gen.infra.records import DatasetConfig
 from gen4gen.models import registry
-from gen4gen.models.weights import resolve_config
+from gen4gen.models.segment.weights import resolve_config
 from gen4gen.tasks.pipeline import check_backends
 
 FAMILIES = ("plan", "segment", "repaint", "caption")

@@ -241,7 +241,7 @@ def _train(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     try:
-        from gen4gen.tasks.train import TrainConfig, steps_needed
+        from gen4gen.tasks.training.train import TrainConfig, steps_needed
 
         options = {
             "base_model": args.base, "base_revision": args.revision, "steps": args.steps,
@@ -301,7 +301,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from gen4gen.flows.evaluate import evaluate
-    from gen4gen.tasks.summarise import Results, comparison_rows, result_rows, text_table
+    from gen4gen.tasks.evaluation.summarise import Results, comparison_rows, result_rows, text_table
     from gen4gen.infra.storage import read_bytes
 
     try:
@@ -333,7 +333,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     """Exit 0 when every listed file is there with its hash and the counts agree, else 1."""
     from gen4gen.infra.errors import BadInput
-    from gen4gen.tasks.verify import problems
+    from gen4gen.tasks.publishing.verify import problems
 
     try:
         found = problems(args.dataset)
@@ -355,8 +355,8 @@ def _segment(args: argparse.Namespace) -> int:
     from gen4gen.infra.errors import BadInput
     from gen4gen.infra.records import StageConfig
     from gen4gen.models import registry
-    from gen4gen.models.weights import resolve_segment
-    from gen4gen.tasks.preview import preview
+    from gen4gen.models.segment.weights import resolve_segment
+    from gen4gen.tasks.intake.preview import preview
 
     try:
         config = load_config(args.recipe) if args.recipe else None
@@ -384,8 +384,8 @@ def _report(args: argparse.Namespace) -> int:
     """Exit 0 with the page written, 2 when a dataset or the decisions file cannot be used."""
     from gen4gen.infra.errors import BadInput
     from gen4gen.infra.storage import resolve
-    from gen4gen.tasks.ownership import OwnershipError, check_report_out
-    from gen4gen.tasks.report import DecisionsError, read_decisions, write_report
+    from gen4gen.tasks.publishing.ownership import OwnershipError, check_report_out
+    from gen4gen.tasks.views.report import DecisionsError, read_decisions, write_report
 
     try:
         check_report_out(args.out, [args.dataset, *([args.compare] if args.compare else [])], force=args.force)
@@ -439,10 +439,10 @@ def _generate(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise ConfigError(f"{args.config}: {err}") from err
         if config.review.mode == "file":  # an unusable decisions file is a recipe error (exit 2), found before any work
-            from gen4gen.tasks.report import read_decisions
+            from gen4gen.tasks.views.report import read_decisions
 
             read_decisions(config.review.decisions)
-        from gen4gen.tasks.ownership import claim
+        from gen4gen.tasks.publishing.ownership import claim
 
         claim(config.out, config, args.config, force=args.force)
     except (ConfigError, BadInput, ValueError) as err:
@@ -539,7 +539,7 @@ def _weights(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from gen4gen.models import weights
+    from gen4gen.models.segment import weights
 
     console = Console(width=None if sys.stdout.isatty() else 160)
     if args.weights_command == "list":

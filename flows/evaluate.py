@@ -1,8 +1,8 @@
 """The evaluate flow: a checkpoint + a held-out prompt set -> results.json beside the checkpoint.
 
 read checkpoint.json -> load the prompt set (and check it against the checkpoint, and that
-the scoring models' weights are there: models/score.py ensure_weights) -> per composition:
-sample (personalised pipeline, seeded, batched) -> score (models/score.py: OWL-ViT + CLIP,
+the scoring models' weights are there: models/score/score.py ensure_weights) -> per composition:
+sample (personalised pipeline, seeded, batched) -> score (models/score/score.py: OWL-ViT + CLIP,
 CP-CLIP and TI-CLIP) -> summarise (bootstrap intervals, per composition,
 by number of concepts), compare with the run's earlier checkpoints -> results.json and
 three artifacts (results table, history table, scored thumbnails). Wiring only.
@@ -27,11 +27,11 @@ from gen4gen.infra.artifacts import artifact_key
 
 from gen4gen.infra.config import shipped
 from gen4gen.infra.checkpoint import CheckpointError, normalise, read_checkpoint, siblings
-from gen4gen.models.score import ensure_weights
+from gen4gen.models.score.score import ensure_weights
 from gen4gen.tasks.reader import dataset_label
-from gen4gen.tasks.prompts import PromptSetError, check_against, load_prompt_set, prompt_set_sha256
-from gen4gen.tasks.sample import sample_task
-from gen4gen.tasks.summarise import (
+from gen4gen.tasks.evaluation.prompts import PromptSetError, check_against, load_prompt_set, prompt_set_sha256
+from gen4gen.tasks.evaluation.sample import sample_task
+from gen4gen.tasks.evaluation.summarise import (
     earlier_rows,
     now,
     publish_artifacts,

@@ -23,16 +23,16 @@ from prefect.tasks import exponential_backoff
 from gen4gen.infra import artifacts, limits, lineage, runners
 from gen4gen.infra.config import load_config
 from gen4gen.infra.records import DatasetConfig, Manifest
-from gen4gen.tasks.gallery import gallery_task
+from gen4gen.tasks.views.gallery import gallery_task
 from gen4gen.flows.checks import check_stages
 from gen4gen.models import hf, registry
-from gen4gen.models.weights import WeightsMissing, resolve_config
-from gen4gen.tasks import ownership
+from gen4gen.models.segment.weights import WeightsMissing, resolve_config
+from gen4gen.tasks.publishing import ownership
 from gen4gen.tasks.pipeline import SAMPLE_STAGES, jobs as stage_jobs, own_cutouts
 from gen4gen.tasks.plan import PLAN, plan_task
-from gen4gen.tasks.publish import collect_task, publish_task
-from gen4gen.tasks.report import read_decisions
-from gen4gen.tasks.review import ask_for_decisions, review_task, summary, unknown_ids
+from gen4gen.tasks.publishing.publish import collect_task, publish_task
+from gen4gen.tasks.views.report import read_decisions
+from gen4gen.tasks.views.review import ask_for_decisions, review_task, summary, unknown_ids
 from gen4gen.tasks.segment import SEGMENT, segment_task
 from gen4gen.tasks.stage import take, uses_gpu
 

@@ -1,6 +1,6 @@
 """`gen4gen init PHOTOS_DIR`: a recipe from a folder of the user's concept photos.
 
-The layouts it reads are in tasks/ingest.py (DreamBooth, CustomConcept101, plain
+The layouts it reads are in tasks/intake/ingest.py (DreamBooth, CustomConcept101, plain
 `<category>/<concept>/*.jpg`). Photo paths are written relative to the recipe, so the
 recipe and the photos move together; compositions come from the offline co-occurrence
 table (`gen4gen associate` on the written recipe proposes more, from an LLM if configured).
@@ -23,7 +23,7 @@ DEFAULT_SAMPLES = 8
 
 def build_recipe(found, recipe_path: Path, name: str, canvas: int, most: int, samples: int):
     """The recipe's mapping, and each composition's reason."""
-    from gen4gen.tasks.ingest import propose
+    from gen4gen.tasks.intake.ingest import propose
 
     base = recipe_path.parent.resolve()
     concepts = [
@@ -78,7 +78,7 @@ def init_command(photos: str, out: str, name: str | None, canvas: int, most: int
     """Exit 0 with the recipe written, 2 when the folder, a file in it or an option cannot be used."""
     from gen4gen.infra.config import ConfigError, load_config
     from gen4gen.infra.errors import BadInput
-    from gen4gen.tasks.ingest import IngestError, read_concepts, safe_id
+    from gen4gen.tasks.intake.ingest import IngestError, read_concepts, safe_id
 
     recipe_path = Path(out)
     tmp = recipe_path.with_name(f".{recipe_path.name}.tmp")

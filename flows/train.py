@@ -1,7 +1,7 @@
 """The train flow: a published dataset version -> Custom Diffusion checkpoints + events.
 
-Wiring only: the training loop, prompts and checkpoint format live in tasks/train.py,
-infra/checkpoint.py and models/custom_diffusion.py. Each checkpoint, once completely
+Wiring only: the training loop, prompts and checkpoint format live in tasks/training/train.py,
+infra/checkpoint.py and models/train/custom_diffusion.py. Each checkpoint, once completely
 written, is announced with a `checkpoint.landed` event (CONTRACTS.md), which the evaluation
 deployment's trigger listens for. Rerunning the same flow on the same `out` resumes from
 the newest checkpoint instead of starting over.
@@ -20,7 +20,7 @@ from gen4gen.infra import limits, lineage
 from gen4gen.models import hf
 from gen4gen.infra.storage import join
 from gen4gen.tasks import reader
-from gen4gen.tasks.train import TrainConfig, TrainResult, read_training_set, run_id, train_task
+from gen4gen.tasks.training.train import TrainConfig, TrainResult, read_training_set, run_id, train_task
 
 LANDED_EVENT = lineage.LANDED_EVENT
 

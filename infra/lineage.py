@@ -8,7 +8,7 @@ checkpoint came from) is added here from the id the triggering event carried.
 
     gen4gen.dataset.<name>                      a dataset (the train trigger matches it)
     gen4gen.dataset-version.<name>.<version>    one published version
-    gen4gen.training-run.<run>                  a training run (tasks/train.py: run_id)
+    gen4gen.training-run.<run>                  a training run (tasks/training/train.py: run_id)
     gen4gen.checkpoint.<run>.<step>             a checkpoint (the evaluate trigger matches it)
     gen4gen.evaluation.<run>.<step>             the results of evaluating that checkpoint
 """

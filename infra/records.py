@@ -79,7 +79,7 @@ class Concept(Record):
     size: float | None = Field(
         default=None, gt=0, le=1000,
         description="its longest side in metres, when its category's typical size does not fit it "
-                    "(the planner sizes boxes by it; models/sizes.csv holds the categories')",
+                    "(the planner sizes boxes by it; models/plan/sizes.csv holds the categories')",
     )
 
     @field_validator("category")
@@ -383,7 +383,7 @@ class StageConfig(Record):
 
 
 class FilterConfig(Record):
-    """The filter's backend (models/judge.py: `rules`, or `clip`: the rules then OWL-ViT +
+    """The filter's backend (models/score/judge.py: `rules`, or `clip`: the rules then OWL-ViT +
     CLIP) and its thresholds, typed because they are what users tune; a sample breaking any
     of them is dropped with the reason."""
 
@@ -412,7 +412,7 @@ class FilterConfig(Record):
     )
     vision: dict[str, Any] = Field(
         default_factory=dict,
-        description="clip backend: {'clip': {...}, 'owlvit': {...}, 'feature_cache': URI} (models/vision.py)",
+        description="clip backend: {'clip': {...}, 'owlvit': {...}, 'feature_cache': URI} (models/score/vision.py)",
     )
     drop_flagged_cutouts: bool = Field(
         default=True,
@@ -431,7 +431,7 @@ class FilterConfig(Record):
 
 class StagesConfig(Record):
     plan: StageConfig = StageConfig()
-    # `auto`: isnet where its weights were fetched, else offline (models/weights.py:
+    # `auto`: isnet where its weights were fetched, else offline (models/segment/weights.py:
     # resolve_segment, called once before a run makes any key, so keys and records name the
     # backend that ran).
     segment: StageConfig = StageConfig(backend="auto")
@@ -495,7 +495,7 @@ class RunnerConfig(Record):
 
 
 class ReviewConfig(Record):
-    """Optional human review between the filter and publishing (tasks/review.py).
+    """Optional human review between the filter and publishing (tasks/views/review.py).
 
     The paper kept only the images people rated 4 or 5. `off`: no review; `file`: ratings
     come from a decisions file (JSON or CSV, sample id -> 1..5, as the report page exports
@@ -575,7 +575,7 @@ class DatasetConfig(Record):
                     f"composition {comp.id!r}: unknown concept ids {unknown}; known: {sorted(known)}"
                 )
             # The scene goes into every caption: another concept's token there would be learnt
-            # from images that do not show it (prompt sets refuse the same, tasks/prompts.py).
+            # from images that do not show it (prompt sets refuse the same, tasks/evaluation/prompts.py).
             tokens = {c.id: c.token for c in self.concepts}
             for i, scene in enumerate(comp.scenes):
                 if why := foreign_token(scene, comp.concepts, tokens):

@@ -60,26 +60,26 @@ M = "gen4gen.models."
 BACKENDS: dict[tuple[str, str], Backend] = {
     (b.family, b.name): b
     for b in (
-        Backend("plan", "offline", M + "planner:OfflinePlanner", code=(M + "scenes",)),
-        Backend("plan", "openai", M + "llm_planner:LLMPlanner", code=(M + "planner", M + "scenes")),
-        Backend("segment", "offline", M + "segmenter:OfflineSegmenter"),
-        Backend("segment", "sam", M + "sam:SamSegmenter", gpu=True),
+        Backend("plan", "offline", M + "plan.planner:OfflinePlanner", code=(M + "scenes",)),
+        Backend("plan", "openai", M + "plan.llm_planner:LLMPlanner", code=(M + "plan.planner", M + "scenes")),
+        Backend("segment", "offline", M + "segment.segmenter:OfflineSegmenter"),
+        Backend("segment", "sam", M + "segment.sam:SamSegmenter", gpu=True),
         # gpu=False: an ONNX session, not torch (nothing for the GPU budget to weigh or move); it
         # runs on the CPU unless onnxruntime's CUDA provider is installed, and 88 MB of weights
-        # need no GPU slot of their own. models/segmenter.py: its alpha handling.
-        Backend("segment", "isnet", M + "isnet:IsNetSegmenter", code=(M + "segmenter",)),
-        Backend("repaint", "offline", M + "repainter:OfflineRepainter", code=(M + "scenes",)),
-        Backend("repaint", "sdxl", M + "diffusion_repaint:DiffusionRepainter", gpu=True,
-                code=(M + "repainter", M + "scenes"), args=("sdxl",)),
-        Backend("repaint", "sd-inpaint", M + "diffusion_repaint:DiffusionRepainter", gpu=True,
-                code=(M + "repainter", M + "scenes"), args=("sd-inpaint",)),
-        Backend("caption", "template", M + "captioner:TemplateCaptioner"),
-        Backend("caption", "llava", M + "llava:LlavaCaptioner", gpu=True, code=(M + "captioner",)),
-        Backend("filter", "rules", M + "judge:RulesJudge"),
-        Backend("filter", "clip", M + "judge:ClipJudge", gpu=True, code=(M + "vision",)),
-        Backend("vision", "clip", M + "vision:Clip", gpu=True),
-        Backend("vision", "owlvit", M + "vision:OwlVit", gpu=True),
-        Backend("personalise", "custom-diffusion", M + "personalised:PersonalisedPipeline", gpu=True),
+        # need no GPU slot of their own. models/segment/segmenter.py: its alpha handling.
+        Backend("segment", "isnet", M + "segment.isnet:IsNetSegmenter", code=(M + "segment.segmenter",)),
+        Backend("repaint", "offline", M + "repaint.repainter:OfflineRepainter", code=(M + "scenes",)),
+        Backend("repaint", "sdxl", M + "repaint.diffusion_repaint:DiffusionRepainter", gpu=True,
+                code=(M + "repaint.repainter", M + "scenes"), args=("sdxl",)),
+        Backend("repaint", "sd-inpaint", M + "repaint.diffusion_repaint:DiffusionRepainter", gpu=True,
+                code=(M + "repaint.repainter", M + "scenes"), args=("sd-inpaint",)),
+        Backend("caption", "template", M + "caption.captioner:TemplateCaptioner"),
+        Backend("caption", "llava", M + "caption.llava:LlavaCaptioner", gpu=True, code=(M + "caption.captioner",)),
+        Backend("filter", "rules", M + "score.judge:RulesJudge"),
+        Backend("filter", "clip", M + "score.judge:ClipJudge", gpu=True, code=(M + "score.vision",)),
+        Backend("vision", "clip", M + "score.vision:Clip", gpu=True),
+        Backend("vision", "owlvit", M + "score.vision:OwlVit", gpu=True),
+        Backend("personalise", "custom-diffusion", M + "train.personalised:PersonalisedPipeline", gpu=True),
     )
 }
 _LIFE = lifecycle.Lifecycle()

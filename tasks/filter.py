@@ -1,6 +1,6 @@
 """Filter: each image -> keep or drop, with every reason it broke a rule.
 
-The judging is the backend's (models/judge.py: `rules`, the thresholds; `clip`, the rules
+The judging is the backend's (models/score/judge.py: `rules`, the thresholds; `clip`, the rules
 then OWL-ViT + CLIP per concept), loaded through the registry like every other stage's
 model; the recipe's `stages.filter` fields are its settings. This stage reads each sample's
 final image and mask, asks the backend for verdicts a batch at a time and records them.

@@ -11,12 +11,12 @@ import logging
 
 from gen4gen.infra.records import Composition, CompositionStats, Cutout, DatasetConfig, Manifest, Sample
 from gen4gen.models import registry
-from gen4gen.models.weights import resolve_config
+from gen4gen.models.segment.weights import resolve_config
 from gen4gen.tasks.caption import CAPTION, caption_task
 from gen4gen.tasks.composite import COMPOSITE, composite_task
 from gen4gen.tasks.filter import FILTER, filter_task
 from gen4gen.tasks.plan import PLAN, plan_composition
-from gen4gen.tasks.publish import collect_composition, publish_dataset
+from gen4gen.tasks.publishing.publish import collect_composition, publish_dataset
 from gen4gen.tasks.repaint import REPAINT, repaint_task
 from gen4gen.tasks.segment import SEGMENT, cutouts_by_photo, segment_concept
 from gen4gen.tasks.stage import Job, hand_on, run_set, take
@@ -30,7 +30,7 @@ def check_backends(config: DatasetConfig) -> None:
     """Every stage's backend is declared (a typo in a recipe is found before any work)."""
     for stage in STAGES:
         if stage.family == "segment" and stage.backend(config) == "auto":
-            continue  # a choice, not a backend: resolved before the run (models/weights.py)
+            continue  # a choice, not a backend: resolved before the run (models/segment/weights.py)
         if stage.family:
             registry.check(stage.family, stage.backend(config))
 

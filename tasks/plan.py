@@ -23,7 +23,7 @@ from gen4gen.infra.records import Box, Composition, Cutout, DatasetConfig, Layou
 from gen4gen.infra.storage import join, read_bytes, write_bytes
 from gen4gen.models import registry
 from gen4gen.models.contracts import LayoutRequest, PlannedObject, Planner
-from gen4gen.models.planner import category_aspect
+from gen4gen.models.plan.planner import category_aspect
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import KEY_LENGTH, STAGES_DIR, Job, Stage, committed_names, hand_on, read_record
 

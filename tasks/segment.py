@@ -21,7 +21,7 @@ from gen4gen.infra.storage import (decode_image, exists, join, read_bytes, read_
 from gen4gen.models import registry
 from gen4gen.models.contracts import Segmenter
 from gen4gen.tasks import cutouts as cutouts_checks
-from gen4gen.models.weights import resolve_segment
+from gen4gen.models.segment.weights import resolve_segment
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import IMAGE_FORMAT, KEY_LENGTH, Stage
 
@@ -62,7 +62,7 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: boo
     (the model is loaded, and a GPU slot taken, only when there are some).
     """
     # The segmenter that runs, its weights' digest in its options (the key follows the
-    # weights); a no-op on a stage the run resolved already (models/weights.py).
+    # weights); a no-op on a stage the run resolved already (models/segment/weights.py).
     stage = resolve_segment(stage)[0]
     version = digest(stage.options, SEGMENT.code_for(stage.backend), IMAGE_FORMAT)[:KEY_LENGTH]
     cache = f".cache/segment/{stage.backend}-{version}"

@@ -49,7 +49,7 @@ DEMO = REPO / "configs" / "demo.yaml"
 def real_weights(size: str = "medium") -> Path:
     """The real IS-Net file `gen4gen weights fetch isnet` stored before the tests (skips the
     test, saying why, when it is not there or is not the pinned file)."""
-    from gen4gen.models import weights
+    from gen4gen.models.segment import weights
 
     path = weights.weights_path(size, env={"GEN4GEN_CACHE": REAL_CACHE})
     if not path.is_file():

@@ -60,8 +60,8 @@ def test_history_keeps_drop_reasons_next_to_the_counts_when_a_later_run_adds_one
 
 
 def test_a_gallery_per_composition_links_stored_thumbnails_and_is_not_rebuilt(tmp_path):
-    from gen4gen.tasks.publish import read_shard
-    from gen4gen.tasks.report import thumb_path
+    from gen4gen.tasks.publishing.publish import read_shard
+    from gen4gen.tasks.views.report import thumb_path
 
     raw = small_recipe(tmp_path, samples=2, canvas=160) | {"name": "gallery", "version": "v1"}
     manifest = run_recipe(raw)
@@ -97,7 +97,7 @@ def test_a_gallery_per_composition_links_stored_thumbnails_and_is_not_rebuilt(tm
 def test_a_gallery_stays_small_at_any_composition_size(tmp_path):
     """Rows are capped: a 40-sample composition's artifact holds 8 kept rows and counts."""
     from gen4gen.infra.records import DatasetConfig
-    from gen4gen.tasks.gallery import KEPT_ROWS, gallery_markdown, gallery_view
+    from gen4gen.tasks.views.gallery import KEPT_ROWS, gallery_markdown, gallery_view
     from gen4gen.tasks.pipeline import run_local
 
     raw = small_recipe(tmp_path, samples=1, canvas=96)

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from conftest import DEMO, REPO, small_recipe
-from gen4gen.tasks.publish import read_manifest
+from gen4gen.tasks.publishing.publish import read_manifest
 
 GEN4GEN = [sys.executable, "-m", "gen4gen.flows.cli"]
 

@@ -107,7 +107,7 @@ def test_evaluate_writes_results_and_compares(prefect_harness, tiny_run, prompt_
 def test_bad_inputs_are_named(prefect_harness, tiny_run, prompt_file, tmp_path):
     from gen4gen.flows.evaluate import EvaluationError, check_inputs, evaluate
     from gen4gen.infra.checkpoint import CheckpointError
-    from gen4gen.tasks.prompts import PromptSetError
+    from gen4gen.tasks.evaluation.prompts import PromptSetError
 
     with pytest.raises(CheckpointError, match="step-000999: no such folder"):
         evaluate(str(tmp_path / "step-000999"), prompt_file)
@@ -270,7 +270,7 @@ def test_evaluates_a_checkpoint_the_train_flow_wrote(prefect_harness, tiny_visio
     """The contract between the helpers, end to end: train's own code writes the checkpoint
     (2 steps on a small published dataset), the evaluation reads and scores it."""
     from gen4gen.flows.evaluate import evaluate
-    from gen4gen.tasks import train as T
+    from gen4gen.tasks.training import train as T
     from tests.tiny.dataset import published_small, tiny_base
 
     result = T.train_model(T.TrainConfig(dataset=published_small(), out=str(tmp_path / "run"), base_model=tiny_base(),
@@ -298,7 +298,7 @@ def test_checkpoint_on_s3(prefect_harness, tiny_run, prompt_file, s3_server):
     import fsspec
 
     from gen4gen.flows.evaluate import evaluate
-    from gen4gen.tasks.summarise import Results, thumbnails_markdown
+    from gen4gen.tasks.evaluation.summarise import Results, thumbnails_markdown
 
     fs = fsspec.filesystem("s3")
     for step, folder in tiny_run["checkpoints"].items():  # the checkpoint's files only (no earlier results)

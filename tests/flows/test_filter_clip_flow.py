@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import run_recipe, small_recipe
-from gen4gen.tasks.publish import read_manifest, read_shard
+from gen4gen.tasks.publishing.publish import read_manifest, read_shard
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

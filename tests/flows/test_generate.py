@@ -11,7 +11,7 @@ import pytest
 from conftest import run_recipe, small_recipe, write_uniform_photo
 from gen4gen.infra import progress
 from gen4gen.infra.storage import join, read_bytes, sha256
-from gen4gen.tasks.publish import read_manifest, read_shard
+from gen4gen.tasks.publishing.publish import read_manifest, read_shard
 from gen4gen.infra.records import DatasetConfig, Sample
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

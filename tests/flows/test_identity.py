@@ -24,7 +24,7 @@ from conftest import small_recipe
 from gen4gen.infra import progress
 from gen4gen.infra.records import DatasetConfig
 from gen4gen.tasks.pipeline import run_local
-from gen4gen.tasks.verify import problems
+from gen4gen.tasks.publishing.verify import problems
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("segment", "plan", "composite", "repaint", "caption", "filter")
@@ -210,7 +210,7 @@ def test_a_comment_in_training_code_recomputes_nothing_and_one_in_repaint_code_d
         return {k: v for k, v in json.loads(done.stdout.splitlines()[-1]).items() if v}
 
     assert set(run()) == set(STAGES)
-    for module in ("tasks/train.py", "flows/evaluate.py", "tasks/report.py", "flows/cli.py", "models/custom_diffusion.py"):
+    for module in ("tasks/training/train.py", "flows/evaluate.py", "tasks/views/report.py", "flows/cli.py", "models/train/custom_diffusion.py"):
         with open(pkg / module, "a") as f:
             f.write("\n# a comment that changes no image\n")
     assert run() == {}

@@ -17,8 +17,8 @@ import faults
 from conftest import REPO, small_recipe
 from conftest import run_recipe as run_flow
 from gen4gen.infra.storage import read_bytes
-from gen4gen.tasks.publish import read_manifest, read_shard
-from gen4gen.tasks.verify import fingerprint, problems
+from gen4gen.tasks.publishing.publish import read_manifest, read_shard
+from gen4gen.tasks.publishing.verify import fingerprint, problems
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_recipe as run, small_recipe
 from gen4gen.infra.storage import join, read_bytes
-from gen4gen.tasks.publish import read_manifest, read_shard
+from gen4gen.tasks.publishing.publish import read_manifest, read_shard
 from gen4gen.infra.records import Manifest, Sample
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from gen4gen.models import weights
+from gen4gen.models.segment import weights
 
 GEN4GEN = [sys.executable, "-m", "gen4gen.flows.cli"]
 THIRD_PARTY = {"onnxruntime-web": {"source": "https://www.npmjs.com/package/onnxruntime-web", "type": "code",

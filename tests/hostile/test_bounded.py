@@ -15,7 +15,7 @@ from gen4gen.infra import storage
 from gen4gen.infra.config import ConfigError, MAX_YAML_NODES, load_config, parse_yaml
 from gen4gen.infra.errors import BadInput
 from gen4gen.tasks.reader import load_json
-from gen4gen.tasks.report import DecisionsError, MAX_DECISIONS_BYTES, parse_decisions
+from gen4gen.tasks.views.report import DecisionsError, MAX_DECISIONS_BYTES, parse_decisions
 
 
 def _quick(fn, seconds=5.0):

@@ -88,7 +88,7 @@ def test_a_planted_training_state_runs_no_code(tmp_path):
     torch.load(weights_only=True), so a pickle that calls os.system is refused unrun."""
     import torch
 
-    from gen4gen.tasks.train import read_state
+    from gen4gen.tasks.training.train import read_state
 
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "step-000001"

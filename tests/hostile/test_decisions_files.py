@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from gen4gen.tasks.report import DecisionsError, build_report, parse_decisions, read_decisions, write_report
+from gen4gen.tasks.views.report import DecisionsError, build_report, parse_decisions, read_decisions, write_report
 from hostile_kit import gen4gen, published  # noqa: F401
 
 
@@ -68,7 +68,7 @@ def test_the_report_cli_names_the_file_and_line_of_a_superscript_rating(publishe
 
 @pytest.mark.parametrize("fmt, n", [("csv", 1_000_000), ("json", 100_000)])  # the file; JSON alike
 def test_a_million_ratings_naming_no_sample_do_not_grow_the_page(published, tmp_path, fmt, n):
-    from gen4gen.tasks.report import load_version
+    from gen4gen.tasks.views.report import load_version
 
     version = load_version(str(published))
     sample = version.samples[0].id

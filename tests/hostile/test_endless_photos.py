@@ -80,7 +80,7 @@ def test_a_run_with_endless_photos_fails_only_their_samples(tmp_path, photos, pr
     for name, (path, words) in photos.items():
         assert stats[f"cat-{name}"].failed == 1, (name, stats[f"cat-{name}"])
         assert path in manifest.unusable_photos and words in manifest.unusable_photos[path], name
-    from gen4gen.tasks.report import load_version
+    from gen4gen.tasks.views.report import load_version
 
     samples = {s.composition: s for s in load_version(str(tmp_path / "out")).samples}
     for name, (path, words) in photos.items():
@@ -90,8 +90,8 @@ def test_a_run_with_endless_photos_fails_only_their_samples(tmp_path, photos, pr
 
 @pytest.mark.parametrize("name", ["devzero", "sparse", "headed", "fifo", "link", "folder"])
 def test_gallery_and_report_thumbnails_of_an_endless_photo_are_a_note(photos, name, tmp_path):
-    from gen4gen.tasks import gallery
-    from gen4gen.tasks.report import THUMB, _Thumbs, load_version
+    from gen4gen.tasks.views import gallery
+    from gen4gen.tasks.views.report import THUMB, _Thumbs, load_version
 
     path, words = photos[name]
     start = time.monotonic()
@@ -102,7 +102,7 @@ def test_gallery_and_report_thumbnails_of_an_endless_photo_are_a_note(photos, na
 
 
 def test_report_thumbnail_of_an_allowed_endless_photo_is_a_note(published, photos):
-    from gen4gen.tasks.report import THUMB, _Thumbs, load_version
+    from gen4gen.tasks.views.report import THUMB, _Thumbs, load_version
 
     thumbs = _Thumbs(load_version(str(published)), THUMB, None)
     for name, (path, words) in photos.items():
@@ -132,7 +132,7 @@ def test_init_refuses_an_oversized_photo_by_name_without_reading_it(tmp_path):
 
 
 def test_init_refuses_a_concept_list_that_never_ends(tmp_path):
-    from gen4gen.tasks.ingest import IngestError, _text
+    from gen4gen.tasks.intake.ingest import IngestError, _text
 
     (tmp_path / "list.txt").symlink_to("/dev/zero")
     with pytest.raises(IngestError, match="character device"):

@@ -76,7 +76,7 @@ def test_a_write_on_a_full_disk_names_the_file_and_leaves_nothing(small_disk):
 
 
 def test_a_report_on_a_full_disk_names_the_page_and_leaves_nothing(small_disk, tmp_path):
-    from gen4gen.tasks.report import write_report
+    from gen4gen.tasks.views.report import write_report
     from hostile_kit import publish_without_prefect, tiny_recipe
 
     publish_without_prefect(tiny_recipe(tmp_path, tmp_path / "ds"))

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from gen4gen.tasks.verify import problems
+from gen4gen.tasks.publishing.verify import problems
 from hostile_kit import GEN4GEN, REPO, publish_without_prefect, tiny_recipe
 
 # Signals to whole process groups, timed: under xdist one at a time, on one worker.

@@ -8,8 +8,8 @@ import json
 import pytest
 
 from gen4gen.infra import storage
-from gen4gen.tasks.report import DecisionsError, build_report, parse_decisions, read_decisions
-from gen4gen.tasks.verify import problems
+from gen4gen.tasks.views.report import DecisionsError, build_report, parse_decisions, read_decisions
+from gen4gen.tasks.publishing.verify import problems
 from hostile_kit import dataset, gen4gen, published  # noqa: F401
 
 

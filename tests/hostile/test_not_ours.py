@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from gen4gen.infra.records import DatasetConfig
-from gen4gen.tasks import ownership
-from gen4gen.tasks.ownership import OwnershipError, claim
+from gen4gen.tasks.publishing import ownership
+from gen4gen.tasks.publishing.ownership import OwnershipError, claim
 from gen4gen.tasks.reader import read_manifest
-from gen4gen.tasks.verify import problems
+from gen4gen.tasks.publishing.verify import problems
 from hostile_kit import dataset, gen4gen, publish_without_prefect, published, tiny_recipe  # noqa: F401
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from gen4gen.infra import storage
 from gen4gen.infra.errors import BadInput
-from gen4gen.tasks.report import build_report, thumbnail
-from gen4gen.tasks.verify import problems
+from gen4gen.tasks.views.report import build_report, thumbnail
+from gen4gen.tasks.publishing.verify import problems
 from hostile_kit import dataset, gen4gen, published  # noqa: F401  (fixtures)
 
 
@@ -79,7 +79,7 @@ def test_report_never_reads_the_photo_a_record_names(dataset, tmp_path):
     # A thumbnail the factory stored (named by a gallery view under .thumbs/) is shown.
     import hashlib
 
-    from gen4gen.tasks.report import data_uri
+    from gen4gen.tasks.views.report import data_uri
 
     made = dataset / ".thumbs" / "160"
     made.mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ def test_the_cli_exits_2_before_any_work_naming_composition_and_token(tmp_path):
 
 
 def test_prompt_sets_refuse_the_same_through_the_shared_check():
-    from gen4gen.tasks.prompts import PromptSet
+    from gen4gen.tasks.evaluation.prompts import PromptSet
 
     concepts = [{"id": c, "category": "cat", "token": f"<{c}>", "photos": ["x.png"]} for c in ("a", "b", "c")]
     base = {"name": "p", "concepts": concepts}

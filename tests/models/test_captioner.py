@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gen4gen.models.captioner import TemplateCaptioner
+from gen4gen.models.caption.captioner import TemplateCaptioner
 
 OBJS = [("<grace>", "person", (600, 0, 100, 300)), ("<chelsea>", "cat", (10, 0, 100, 100))]
 

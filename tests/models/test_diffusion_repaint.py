@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("diffusers")
 
 from gen4gen.models import registry  # noqa: E402
-from gen4gen.models.diffusion_repaint import DiffusionRepainter  # noqa: E402
+from gen4gen.models.repaint.diffusion_repaint import DiffusionRepainter  # noqa: E402
 from tests.tiny.sd import tiny_sd, tiny_sd_inpaint  # noqa: E402
 from tests.tiny.sdxl import tiny_sdxl_inpaint  # noqa: E402
 

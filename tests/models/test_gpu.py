@@ -30,7 +30,7 @@ def test_backends_choose_cuda_and_fp16_by_themselves():
 
 
 def test_sdxl_repaint_on_cuda_fp16_keeps_objects_bit_exact(tmp_path):
-    from gen4gen.models.diffusion_repaint import DiffusionRepainter
+    from gen4gen.models.repaint.diffusion_repaint import DiffusionRepainter
     from tests.tiny.sdxl import tiny_sdxl_inpaint
 
     base = tiny_sdxl_inpaint(tmp_path / "sdxl", refiners={tmp_path / "refiner": 10})
@@ -49,7 +49,7 @@ def test_sdxl_repaint_on_cuda_fp16_keeps_objects_bit_exact(tmp_path):
 def test_sam_on_cuda_matches_cpu(tmp_path):
     import skimage.data
 
-    from gen4gen.models.sam import SamSegmenter
+    from gen4gen.models.segment.sam import SamSegmenter
     from tests.tiny.sam import tiny_sam
 
     options = tiny_sam(tmp_path / "sam")
@@ -72,7 +72,7 @@ def _scene(n: int = 96):
 def test_llava_captions_on_cuda_in_fp16(tmp_path):
     import torch
 
-    from gen4gen.models.llava import LlavaCaptioner
+    from gen4gen.models.caption.llava import LlavaCaptioner
     from tests.tiny.llava import tiny_llava
 
     folder = str(tiny_llava(tmp_path / "llava"))
@@ -90,8 +90,8 @@ def test_llava_captions_on_cuda_in_fp16(tmp_path):
 
 
 def test_clip_and_owlvit_on_cuda_score_as_on_cpu(tiny_vision):
-    from gen4gen.models.score import score_images
-    from gen4gen.models.vision import Clip, OwlVit
+    from gen4gen.models.score.score import score_images
+    from gen4gen.models.score.vision import Clip, OwlVit
 
     rng = np.random.default_rng(1)
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
@@ -128,8 +128,8 @@ def test_one_custom_diffusion_step_on_cuda_in_fp16(tmp_path):
     import torch
 
     from benchmarks.train_speed import PROMPT, tiny_components
-    from gen4gen.models.custom_diffusion import CustomDiffusion
-    from gen4gen.tasks.train import make_optimizer, optimizer_step
+    from gen4gen.models.train.custom_diffusion import CustomDiffusion
+    from gen4gen.tasks.training.train import make_optimizer, optimizer_step
 
     model = CustomDiffusion(**tiny_components(str(tmp_path)), device=DEVICE, dtype=torch.float16)
     model.add_tokens(["<chelsea>", "<coffee>", "<cat-mug>"], [["cat"], ["mug"], ["cat", "mug"]])
@@ -157,7 +157,7 @@ def test_one_custom_diffusion_step_on_cuda_in_fp16(tmp_path):
 def test_sdxl_offload_keeps_objects_exact_and_frees_the_gpu(tmp_path):
     import torch
 
-    from gen4gen.models.diffusion_repaint import DiffusionRepainter
+    from gen4gen.models.repaint.diffusion_repaint import DiffusionRepainter
     from tests.tiny.sdxl import tiny_sdxl_inpaint
 
     base = tiny_sdxl_inpaint(tmp_path / "sdxl", refiners={tmp_path / "refiner": 10})
@@ -177,7 +177,7 @@ def test_sdxl_offload_keeps_objects_exact_and_frees_the_gpu(tmp_path):
 def test_peak_memory_of_a_tiny_repaint_is_reported_and_bounded(tmp_path):
     import torch
 
-    from gen4gen.models.diffusion_repaint import DiffusionRepainter
+    from gen4gen.models.repaint.diffusion_repaint import DiffusionRepainter
     from tests.tiny.sdxl import tiny_sdxl_inpaint
 
     base = tiny_sdxl_inpaint(tmp_path / "sdxl", refiners={tmp_path / "refiner": 10})

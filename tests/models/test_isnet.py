@@ -14,8 +14,9 @@ from PIL import Image
 
 from conftest import REPO, real_weights, small_recipe
 from gen4gen.infra.records import Concept, DatasetConfig, StageConfig
-from gen4gen.models import registry, weights
-from gen4gen.models.segmenter import alpha_cutout
+from gen4gen.models import registry
+from gen4gen.models.segment import weights
+from gen4gen.models.segment.segmenter import alpha_cutout
 from tests.tiny.isnet import tiny_isnet
 
 REALPHOTOS = (REPO / ".." / "shared" / "realphotos").resolve()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gen4gen.models.captioner import (
+from gen4gen.models.caption.captioner import (
     CLIP_MAX_TOKENS,
     TemplateCaptioner,
     clip_tokens,
@@ -138,7 +138,7 @@ def test_backend_loads_offline_through_the_registry_and_describes_in_batches(tin
 
 
 def test_bad_options_are_refused_by_name(tiny, tmp_path):
-    from gen4gen.models.llava import LlavaCaptioner
+    from gen4gen.models.caption.llava import LlavaCaptioner
 
     with pytest.raises(ValueError, match="batch_size"):
         LlavaCaptioner(model=tiny, batch_size=0)
@@ -151,7 +151,7 @@ def test_bad_options_are_refused_by_name(tiny, tmp_path):
 def test_caption_stage_records_notes_and_fails_only_a_bad_image(tiny, tmp_path):
     from gen4gen.infra.records import Box, DatasetConfig, LayoutPlan, Sample
     from gen4gen.infra.storage import write_bytes, write_png
-    from gen4gen.models.judge import missing_tokens
+    from gen4gen.models.score.judge import missing_tokens
     from gen4gen.tasks.caption import CAPTION
     from gen4gen.tasks.stage import Job, run_samples
 
@@ -192,7 +192,7 @@ def test_caption_stage_records_notes_and_fails_only_a_bad_image(tiny, tmp_path):
 
 def test_generate_flow_with_llava_captions_and_published_notes(tiny, tmp_path, prefect_harness):
     from conftest import run_recipe, small_recipe
-    from gen4gen.tasks.publish import read_shard
+    from gen4gen.tasks.publishing.publish import read_shard
 
     raw = small_recipe(tmp_path, samples=1, canvas=128)
     raw["stages"] = {"caption": {"backend": "llava", "options": {"model": tiny, "batch_size": 4, "max_new_tokens": 6}}}

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from fake_llm import FakeLLM, good_answer
-from gen4gen.models.llm_planner import LayoutRejected, LLMPlanner, parse_layout
-from gen4gen.models.planner import OfflinePlanner, PlannedObject
+from gen4gen.models.plan.llm_planner import LayoutRejected, LLMPlanner, parse_layout
+from gen4gen.models.plan.planner import OfflinePlanner, PlannedObject
 
 KEY = "sk-test-do-not-leak-0123456789"
 OBJECTS = [PlannedObject("chelsea", "cat", 1.3), PlannedObject("coffee", "mug", 1.0)]
@@ -119,7 +119,7 @@ def test_a_missing_key_names_the_variable(monkeypatch):
 
 # --------------------------------------------------------------------------- scenes, sizes, association
 
-from gen4gen.models.llm_planner import (  # noqa: E402
+from gen4gen.models.plan.llm_planner import (  # noqa: E402
     AnswerRejected,
     parse_association,
     parse_ranks,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gen4gen.models.personalised import PersonalisedPipeline
+from gen4gen.models.train.personalised import PersonalisedPipeline
 
 PROMPT = "a <chelsea> cat and a <coffee> mug"
 

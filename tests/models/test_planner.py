@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from gen4gen.models.planner import MIN_SIDE_DIVISOR, OfflinePlanner, PlannedObject, size_ratios
+from gen4gen.models.plan.planner import MIN_SIDE_DIVISOR, OfflinePlanner, PlannedObject, size_ratios
 from gen4gen.models.scenes import SCENES, scene, scenes_for
 from gen4gen.infra.records import box_iou
 
@@ -86,7 +86,7 @@ def test_an_animal_is_drawn_well_above_a_small_object(animal, small, seed):
 
 
 def test_sizes_come_from_the_recipe_then_the_prior_then_a_neutral_size():
-    from gen4gen.models.planner import NEUTRAL, object_size, size_prior, sizing_rules
+    from gen4gen.models.plan.planner import NEUTRAL, object_size, size_prior, sizing_rules
 
     assert object_size(PlannedObject("d", "dog", 1.2))[1].startswith("prior dog")
     assert object_size(PlannedObject("d", "dog", 1.2, size=0.2)) == (0.2, "recipe size 0.2 m")
@@ -105,7 +105,7 @@ def test_the_ratios_stay_in_the_papers_range_and_keep_their_order():
 
 
 def test_llm_boxes_far_from_the_prior_are_repaired():
-    from gen4gen.models.planner import repair_sizes
+    from gen4gen.models.plan.planner import repair_sizes
 
     objects = [PlannedObject("d", "dog", 1.2), PlannedObject("s", "sunglasses", 2.5)]
     boxes = [(100, 500, 360, 300), (560, 520, 350, 140)]  # sunglasses as wide as the dog

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gen4gen.models.repainter import OfflineRepainter
+from gen4gen.models.repaint.repainter import OfflineRepainter
 from gen4gen.models.scenes import SCENES, scene
 
 SIZE = 256

@@ -10,7 +10,7 @@ import skimage.data
 pytest.importorskip("segment_anything")
 
 from gen4gen.models import registry  # noqa: E402
-from gen4gen.models.sam import SamSegmenter  # noqa: E402
+from gen4gen.models.segment.sam import SamSegmenter  # noqa: E402
 from gen4gen.infra.records import Concept, StageConfig  # noqa: E402
 from gen4gen.tasks.segment import segment_concept  # noqa: E402
 from tests.tiny.sam import tiny_sam  # noqa: E402

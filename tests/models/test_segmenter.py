@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from gen4gen.models.segmenter import OfflineSegmenter
+from gen4gen.models.segment.segmenter import OfflineSegmenter
 
 
 def _disc_photo(h: int = 240, w: int = 320, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tier 2: CLIP and OWL-ViT loaded through models/vision.py from tiny saved models."""
+"""Tier 2: CLIP and OWL-ViT loaded through models/score/vision.py from tiny saved models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gen4gen.models import registry
-from gen4gen.models.vision import Clip, Detection, OwlVit
+from gen4gen.models.score.vision import Clip, Detection, OwlVit
 
 
 def _images(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -123,7 +123,7 @@ def test_owlvit_repeated_word_gets_distinct_boxes(tiny_vision):
     (two,) = owl.detect([image], [["dog", "cat", "dog"]])
     assert two[0] == one[0]  # the first 'dog' keeps the best box
     assert two[2] is not None and two[2].score <= two[0].score
-    from gen4gen.models.vision import _iou
+    from gen4gen.models.score.vision import _iou
 
     assert _iou(np.array(two[0].box), np.array(two[2].box)) <= owl.same_box_iou
 
@@ -163,7 +163,7 @@ def test_scoring_with_an_uncached_open_clip_tag_fails_at_once_naming_tag_hub_cac
     import open_clip  # noqa: F401  (imported before the clock: the import is not the wait fixed)
 
     from gen4gen.models import hf
-    from gen4gen.models.score import score_images
+    from gen4gen.models.score.score import score_images
 
     photo = _images(1)[0]
     cat = {"id": "chelsea", "category": "cat", "token": "<chelsea>"}
@@ -194,7 +194,7 @@ def _cache(root, repo: str, filename: str) -> str:
 def test_a_cached_tag_and_a_local_checkpoint_pass_the_check_and_a_missing_file_does_not(
         empty_hf_cache, tiny_vision, tmp_path):
     from gen4gen.models import hf
-    from gen4gen.models.vision import clip_weights
+    from gen4gen.models.score.vision import clip_weights
 
     # The legacy .bin name counts as open_clip falls back to it; the hub id is open_clip's.
     cached = _cache(empty_hf_cache, "laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip_pytorch_model.bin")

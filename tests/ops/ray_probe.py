@@ -15,8 +15,8 @@ from pathlib import Path
 import ray
 
 from gen4gen.models import registry
-from gen4gen.models.captioner import TemplateCaptioner
-from gen4gen.models.judge import RulesJudge
+from gen4gen.models.caption.captioner import TemplateCaptioner
+from gen4gen.models.score.judge import RulesJudge
 
 NOTES = "GEN4GEN_TEST_RAY_NOTES"  # the folder the notes go to (set before Ray starts)
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_recipe, small_recipe
 from gen4gen.infra import progress
 from gen4gen.infra.storage import read_bytes
-from gen4gen.tasks.verify import problems
+from gen4gen.tasks.publishing.verify import problems
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

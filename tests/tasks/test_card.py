@@ -37,7 +37,7 @@ def split(card: str) -> tuple[dict, str]:
 
 def test_the_card_is_published_and_listed_like_the_index_files(published):
     from gen4gen.infra.storage import sha256
-    from gen4gen.tasks.verify import problems
+    from gen4gen.tasks.publishing.verify import problems
 
     config, manifest, out = published
     card = (out / "README.md").read_bytes()
@@ -68,7 +68,7 @@ def test_datasets_loads_the_folder_through_the_cards_config(published):
 
 
 def test_the_body_counts_settings_hash_and_ready_commands(published):
-    from gen4gen.tasks.card import dataset_card
+    from gen4gen.tasks.publishing.card import dataset_card
 
     config, manifest, out = published
     card = (out / "README.md").read_text()
@@ -85,7 +85,7 @@ def test_the_body_counts_settings_hash_and_ready_commands(published):
 
 
 def test_option_secrets_never_reach_the_card(published):
-    from gen4gen.tasks.card import dataset_card
+    from gen4gen.tasks.publishing.card import dataset_card
 
     config, manifest, _ = published
     raw = config.model_dump() | {"stages": {"plan": {"backend": "openai", "options": {
@@ -128,7 +128,7 @@ def test_the_diffusers_command_names_files_that_exist_and_one_token_initializers
 
 
 def test_initializer_words_are_one_clip_token_or_a_fallback(tokenizer):
-    from gen4gen.tasks.card import FALLBACK_WORD, initializer_word
+    from gen4gen.tasks.publishing.card import FALLBACK_WORD, initializer_word
 
     words = {c: initializer_word(c) for c in ("teddy bear", "T-Shirt", "hairdryer", "coffee mug", "cat 2")}
     assert words == {"teddy bear": "bear", "T-Shirt": "shirt", "hairdryer": FALLBACK_WORD,
@@ -138,7 +138,7 @@ def test_initializer_words_are_one_clip_token_or_a_fallback(tokenizer):
 
 
 def test_a_version_with_nothing_kept_prints_no_training_command(published):
-    from gen4gen.tasks.card import dataset_card
+    from gen4gen.tasks.publishing.card import dataset_card
 
     config, manifest, _ = published
     empty = [st.model_copy(update={"kept": 0, "dropped": st.planned}) for st in manifest.compositions]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gen4gen.infra.records import FilterConfig
-from gen4gen.models import judge
+from gen4gen.models.score import judge
 
 LIMITS = FilterConfig()
 

@@ -6,7 +6,7 @@ import base64
 import urllib.request
 
 from gen4gen.infra.storage import write_bytes
-from gen4gen.tasks.gallery import _link
+from gen4gen.tasks.views.gallery import _link
 
 
 def test_s3_thumbnails_link_to_a_url_the_endpoint_serves(s3_server):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gen4gen.models.metrics import best_match, bootstrap, cp_clip, similarities, ti_clip
+from gen4gen.models.score.metrics import best_match, bootstrap, cp_clip, similarities, ti_clip
 
 E1, E2, E3 = [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]
 

@@ -13,9 +13,9 @@ import pytest
 
 from conftest import small_recipe
 from gen4gen.infra.records import DatasetConfig
-from gen4gen.tasks import publish
+from gen4gen.tasks.publishing import publish
 from gen4gen.tasks.pipeline import run_local
-from gen4gen.tasks.publish import collect_composition, publish_dataset
+from gen4gen.tasks.publishing.publish import collect_composition, publish_dataset
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gen4gen.tasks.prompts import PromptSetError, check_against, load_prompt_set
+from gen4gen.tasks.evaluation.prompts import PromptSetError, check_against, load_prompt_set
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_SET = REPO / "configs" / "eval" / "demo.yaml"

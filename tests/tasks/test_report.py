@@ -14,8 +14,9 @@ import pytest
 from conftest import REPO, small_recipe, write_uniform_photo
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.records import DatasetConfig
-from gen4gen.tasks.report import (
-    DecisionsError, build_report, filter_agreement, load_version, parse_decisions, write_report,
+from gen4gen.tasks.views.report import (
+    DecisionsError, build_report, compare_versions, filter_agreement, load_version, parse_decisions, report_view,
+    write_report,
 )
 from test_stages import run_stages  # the stage chain without Prefect, shared with the stage tests
 
@@ -106,6 +107,50 @@ def test_compare_lists_added_samples_and_kept_changes(versions):
         before = next(b for b in old.manifest.compositions if b.composition == st.composition)
         assert (rows[st.composition]["kept_before"], rows[st.composition]["kept_now"]) == (before.kept, st.kept)
     assert "Changes since" in report.html and len(re.findall(r'^\["[^"]+",\d+,"\w+",1,', report.html, re.M)) == len(changes.added)
+
+
+def test_the_page_view_is_numbers_and_rows_without_html(versions):
+    """What the page shows, checked without parsing it (the template turns it into HTML)."""
+    new, old = load_version(versions["v2"]), load_version(versions["v1"])
+    ratings = {s.id: 5 for s in new.samples[:3]} | {"not-a-sample": 2}
+    view = report_view(versions["v2"], compare_uri=versions["v1"], ratings=ratings)
+    m = new.manifest
+    assert {label: value for label, value, _ in view.stats} == {
+        "planned": m.planned, "kept": m.kept, "dropped": m.dropped, "failed": m.failed,
+        "keep rate": f"{100 * m.kept / m.planned:.0f}%"}
+    assert [(c.composition, c.planned, c.kept, c.dropped, c.failed) for c in view.compositions] == [
+        (st.composition, st.planned, st.kept, st.dropped, st.failed) for st in m.compositions]
+    for c in view.compositions:  # the verdict bar: a share of planned per verdict present
+        assert abs(sum(pct for _, pct in c.bar) - 100) < 1e-6
+    assert {r.code for r in view.reasons} >= {"empty_mask", "bad_input"}
+    assert max(r.pct for r in view.reasons) == 100
+    assert sum(c.samples for c in view.concepts) == sum(len(s.concepts) for s in new.samples)
+    changes = compare_versions(new, old)
+    assert [a[0] for a in view.changes.added] == [s.id for s in changes.added] and "new" in view.verdicts
+    assert view.composition_ids == [st.composition for st in m.compositions]
+    # The page carries this version's ratings only; the unknown one is named in the note.
+    assert view.data["ratings"] == {s.id: 5 for s in new.samples[:3]}
+    assert "1 rating names no sample of this dataset" in view.agreement_note
+
+
+def test_no_html_is_written_by_python_outside_the_templates():
+    """Markup lives in tasks/views/templates/ only: no string literal in the package's Python
+    holds an HTML tag, but the marker ownership looks for in a page it may replace."""
+    import ast
+
+    from gen4gen.tasks.publishing.ownership import GENERATOR
+
+    tag = re.compile(r"<(div|span|section|table|thead|tbody|tr|td|th|img|html|head|body|script|style|p|ul|li|"
+                     r"h[1-6]|button|meta|a|details|summary|header|b|i|code|br)(>|\s+[\w-]+=)", re.I)
+    found = []
+    for root in ("flows", "tasks", "models", "infra"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and tag.search(node.value):
+                    found.append((str(path.relative_to(REPO)), node.value))
+    assert found == [("tasks/publishing/ownership.py", GENERATOR)]
+    # ... and the report's template writes that marker.
+    assert GENERATOR.encode() in (REPO / "tasks/views/templates/report.html.j2").read_bytes()
 
 
 def test_decisions_files_in_json_csv_and_the_page_export(tmp_path):

@@ -7,7 +7,7 @@ import yaml
 from pydantic import ValidationError
 
 from gen4gen.infra.records import Box, DatasetConfig, LayoutPlan, Reason, ReviewConfig, Sample
-from gen4gen.tasks.review import RATING, apply_decisions, decisions_for, summary, unknown_ids
+from gen4gen.tasks.views.review import RATING, apply_decisions, decisions_for, summary, unknown_ids
 
 
 def sample(index: int, status: str = "kept", reasons: list[Reason] | None = None) -> Sample:

@@ -7,8 +7,8 @@ import pytest
 
 from gen4gen.infra.storage import read_photo, read_rgb
 from gen4gen.models import registry
-from gen4gen.models import metrics
-from gen4gen.models.score import FeatureCache, feature_cache, scene_text, score_images, source_features
+from gen4gen.models.score import metrics
+from gen4gen.models.score.score import FeatureCache, feature_cache, scene_text, score_images, source_features
 
 CAT = {"id": "chelsea", "category": "cat", "token": "<chelsea>"}
 MUG = {"id": "coffee", "category": "mug", "token": "<coffee>"}
@@ -148,7 +148,7 @@ def test_two_concepts_of_one_category_get_the_boxes_they_resemble(options):
     assert a.detected and b.detected and a.box != b.box
     clip = registry.load("vision", "clip", options["clip"])
     image = _scene(2)
-    from gen4gen.models.vision import Detection
+    from gen4gen.models.score.vision import Detection
 
     fa = clip.image_features([Detection(a.box, 1).crop(image)])[0]
     fb = clip.image_features([Detection(b.box, 1).crop(image)])[0]

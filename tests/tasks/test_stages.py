@@ -13,7 +13,7 @@ from gen4gen.infra.records import DatasetConfig
 from gen4gen.infra.storage import join, read_bytes, read_mask, read_rgb
 from gen4gen.tasks.pipeline import jobs, own_cutouts, run_local
 from gen4gen.tasks.plan import plan_composition
-from gen4gen.tasks.publish import collect_composition, publish_dataset, read_manifest
+from gen4gen.tasks.publishing.publish import collect_composition, publish_dataset, read_manifest
 from gen4gen.tasks.segment import segment_concept
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from gen4gen.tasks.summarise import (
+from gen4gen.tasks.evaluation.summarise import (
     comparison_rows,
     earlier_rows,
     read_results,
@@ -96,7 +96,7 @@ def test_history_holds_evaluations_that_finish_together(prefect_harness, tmp_pat
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.client.schemas.sorting import ArtifactSort
 
-    from gen4gen.tasks.summarise import history_key, publish_history
+    from gen4gen.tasks.evaluation.summarise import history_key, publish_history
 
     made = {}
     for step in (100, 200):

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from gen4gen.tasks import train as T
+from gen4gen.tasks.training import train as T
 from gen4gen.infra.records import Manifest
 
 ROW = T.Row(file_name="cat-mug/images/a.png", sha256="0" * 64,
@@ -110,7 +110,7 @@ def test_reads_only_what_the_manifest_lists_and_checks_hashes(dataset, tmp_path)
 def test_only_cross_attention_kv_and_the_new_embeddings_change(dataset, base, tmp_path):
     import torch
 
-    from gen4gen.models.custom_diffusion import load_components
+    from gen4gen.models.train.custom_diffusion import load_components
 
     parts = load_components({"model": base, "device": "cpu"})
     before = {name: {k: v.clone() for k, v in parts[name].state_dict().items()} for name in ("unet", "text_encoder", "vae")}
@@ -150,7 +150,7 @@ def test_only_cross_attention_kv_and_the_new_embeddings_change(dataset, base, tm
 def test_a_few_steps_on_a_fixed_batch_lower_the_loss(dataset, base):
     import torch
 
-    from gen4gen.models.custom_diffusion import CustomDiffusion, load_components
+    from gen4gen.models.train.custom_diffusion import CustomDiffusion, load_components
 
     ts = T.read_training_set(dataset)
     parts = load_components({"model": base, "device": "cpu"})

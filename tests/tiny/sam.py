@@ -34,7 +34,7 @@ def tiny_sam(folder: str | Path, seed: int = 0, name: str = "sam_tiny.pth", gain
     """
     import torch
 
-    from gen4gen.models.sam import build_sam
+    from gen4gen.models.segment.sam import build_sam
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ def _byte_symbols() -> list[str]:
 
 @lru_cache(maxsize=1)
 def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
-    from gen4gen.models.captioner import clip_merges
+    from gen4gen.models.caption.captioner import clip_merges
 
     merges = list(clip_merges())
     symbols = _byte_symbols()

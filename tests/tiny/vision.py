@@ -1,7 +1,7 @@
 """Tiny CLIP (open_clip) and tiny OWL-ViT (transformers): the real classes, random weights.
 
 Both are saved to a folder the way a user's weights would be, and loaded back through
-models/vision.py with the same options a config gives: open_clip from an architecture json
+models/score/vision.py with the same options a config gives: open_clip from an architecture json
 (`model_config`) plus a checkpoint file (`pretrained`), OWL-ViT with save_pretrained.
 """
 
