@@ -33,7 +33,7 @@ import numpy as np
 
 from gen4gen.infra.records import Cutout, Reason
 from gen4gen.models.registry import modules_hash
-from gen4gen.models.segmenter import PERSON_WORDS
+from gen4gen.models.segment.segmenter import PERSON_WORDS
 
 STAGE = "segment"
 # The measures' code version, kept among them (a float: measures are numbers) so a cached
