@@ -22,7 +22,11 @@ _HOME = tempfile.mkdtemp(prefix=f"gen4gen-tests-{_WORKER}-")
 # Where `gen4gen weights fetch` put real weights before the run (CI fetches IS-Net's): only
 # the tests that ask for them read it (`real_weights`). Every other test sees an empty
 # GEN4GEN_CACHE, so `segment: auto` is `offline` for them whatever this machine has.
-REAL_CACHE = os.environ.get("GEN4GEN_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "gen4gen")
+# xdist workers inherit the controller's environment, already pointed at its empty cache: the
+# controller keeps the real one in GEN4GEN_REAL_CACHE for them.
+REAL_CACHE = (os.environ.get("GEN4GEN_REAL_CACHE") or os.environ.get("GEN4GEN_CACHE")
+              or os.path.join(os.path.expanduser("~"), ".cache", "gen4gen"))
+os.environ["GEN4GEN_REAL_CACHE"] = REAL_CACHE
 os.environ.update(
     {
         "GEN4GEN_CACHE": os.path.join(_HOME, "gen4gen-cache"),

@@ -68,7 +68,7 @@ def test_verify_cli_on_damage_exits_1_without_a_traceback(dataset):
 @pytest.mark.parametrize("data, words", [
     (b"sample_id,rating\nabc,4,extra\n", "line 2: 3 fields where the header has 2"),
     (b"sample_id,rating\nabc,4\nabc,2\n", "rated 2 here and 4 on line 2"),
-    (b'{"a": {"b": 1}}', "rating an object for 'a'"),
+    (b'{"a": {"b": 1}}', "rating dict for 'a'"),
     (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested"),
     (b"\xff\xfe{}", "not a whole number"),
 ])
