@@ -33,7 +33,7 @@ import numpy as np
 
 # The options live with the weights they name (weights.py resolves them when a run is planned).
 from gen4gen.models.segment.weights import WHAT, IsNetOptions, parse_options  # noqa: F401
-from gen4gen.models.segment.segmenter import _check_rgb, alpha_cutout
+from gen4gen.models.segment.segmenter import _check_rgb, alpha_cutout, batch_categories
 
 DEFAULT_SIDE = 1024  # the input side of the published models, used when the file says none
 
@@ -106,11 +106,9 @@ class IsNetSegmenter:
         items: list[tuple[np.ndarray, np.ndarray | None]],
         categories: list[str | None] | None = None,
     ) -> list[np.ndarray]:
-        # IS-Net takes no class words; categories are accepted so that every backend is
-        # called alike, and checked for the same length. The published models take one
-        # image per run (a static batch of 1), so a batch is a loop.
-        if categories is not None and len(categories) != len(items):
-            raise ValueError(f"got {len(categories)} categories for {len(items)} items")
+        # IS-Net takes no class words (checked only). The published models take one image
+        # per run (a static batch of 1), so a batch is a loop.
+        batch_categories(items, categories)
         out = []
         for rgb, alpha in items:
             _check_rgb(rgb)

@@ -42,7 +42,7 @@ from pydantic import Field
 
 from gen4gen.models import hf, lifecycle
 from gen4gen.models.options import Options, parse
-from gen4gen.models.segment.segmenter import _check_alpha, _check_rgb
+from gen4gen.models.segment.segmenter import _check_alpha, _check_rgb, batch_categories
 
 WHAT = "stages.segment (sam)"
 
@@ -229,10 +229,7 @@ class SamSegmenter:
         items: list[tuple[np.ndarray, np.ndarray | None]],
         categories: list[str | None] | None = None,
     ) -> list[np.ndarray]:
-        # SAM takes no class words; categories are accepted so that every backend is
-        # called alike, and checked for the same length.
-        if categories is not None and len(categories) != len(items):
-            raise ValueError(f"got {len(categories)} categories for {len(items)} items")
+        batch_categories(items, categories)  # SAM takes no class words (checked only)
         out: list[np.ndarray | None] = [None] * len(items)
         todo: list[int] = []
         for i, (rgb, alpha) in enumerate(items):

@@ -127,6 +127,16 @@ def _detect_face(rgb: np.ndarray) -> tuple[float, float, float] | None:
     return x / long_side, y / long_side, size / long_side
 
 
+def batch_categories(items: list, categories: list[str | None] | None) -> list[str | None]:
+    """A segment batch's category per item (None when none given), checked for its length:
+    every backend is called alike, whether or not it reads class words."""
+    if categories is None:
+        return [None] * len(items)
+    if len(categories) != len(items):
+        raise ValueError(f"got {len(categories)} categories for {len(items)} items")
+    return list(categories)
+
+
 def _check_rgb(rgb: np.ndarray) -> None:
     if not isinstance(rgb, np.ndarray):
         raise ValueError(f"rgb must be a numpy array, got {type(rgb).__name__}")
@@ -303,10 +313,7 @@ class OfflineSegmenter:
     ) -> list[np.ndarray]:
         # GrabCut has no batched form; the batch call exists so that callers treat every
         # backend alike (the real ones batch on the GPU).
-        if categories is None:
-            categories = [None] * len(items)
-        if len(categories) != len(items):
-            raise ValueError(f"got {len(categories)} categories for {len(items)} items")
+        categories = batch_categories(items, categories)
         return [self.segment(rgb, alpha, cat) for (rgb, alpha), cat in zip(items, categories)]
 
     # ------------------------------------------------------------------ steps
