@@ -363,9 +363,8 @@ def _segment(args: argparse.Namespace) -> int:
         stage = config.stages.segment if config else StageConfig(backend="auto")
         if args.backend and args.backend != stage.backend:
             stage = StageConfig(backend=args.backend)
-        if stage.backend != "auto":
-            registry.check("segment", stage.backend)
         stage, warning = resolve_segment(stage)  # what `generate` would run, weights and all
+        registry.check("segment", stage.backend)
         if warning:
             print(f"warning: {warning}", file=sys.stderr)
         rows = preview(args.paths, Path(args.out), stage, config)

@@ -25,7 +25,8 @@ from PIL import Image
 
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.records import Concept, Cutout, DatasetConfig, StageConfig
-from gen4gen.infra.storage import decode_image, join, read_input, read_mask, resolve, to_rgb_alpha, write_bytes
+from gen4gen.infra.storage import (decode_image, encode_png, join, read_input, read_mask, resolve, to_rgb_alpha,
+                                   write_bytes)
 from gen4gen.tasks.intake.ingest import PHOTO_SUFFIXES, IngestError, category_word, read_concepts, safe_id
 from gen4gen.tasks.segment import segment_concept
 
@@ -142,15 +143,9 @@ def _write(photo: Path, cut: Cutout, category: str, out: str, out_dir: Path) -> 
     jpeg = io.BytesIO()
     thumb.save(jpeg, "JPEG", quality=85)
     row.mask, row.cutout, row.thumb = f"{name}.png", f"{name}-cutout.png", f"{name}-photo.jpg"
-    for rel, data in ((row.mask, _png(binary)), (row.cutout, _png(rgba)), (row.thumb, jpeg.getvalue())):
+    for rel, data in ((row.mask, encode_png(binary)), (row.cutout, encode_png(rgba)), (row.thumb, jpeg.getvalue())):
         write_bytes(resolve(str(out_dir / rel)), data)
     return row
-
-
-def _png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG", compress_level=1)
-    return buf.getvalue()
 
 
 _TEMPLATES = Environment(loader=PackageLoader("gen4gen.tasks.views", "templates"), autoescape=select_autoescape(["j2"]))
