@@ -137,24 +137,22 @@ def odd_ones(measures: list[dict[str, float]]) -> dict[int, str]:
     n = len(measures)
     if n < 3:
         return {}  # with two photos, which one is odd cannot be told
+    # Each pair once (the differences are symmetric): its largest difference and which.
     dist = np.zeros((n, n))
     why: dict[tuple[int, int], str] = {}
     for i in range(n):
-        for j in range(n):
-            if i != j:
-                parts = _differences(measures[i], measures[j])
-                name, value = max(parts.items(), key=lambda kv: kv[1])
-                dist[i, j] = value
-                why[i, j] = name
+        for j in range(i + 1, n):
+            name, value = max(_differences(measures[i], measures[j]).items(), key=lambda kv: kv[1])
+            dist[i, j] = dist[j, i] = value
+            why[i, j] = why[j, i] = name
     found = {}
     for i in range(n):
         others = [j for j in range(n) if j != i]
-        nearest = min(dist[i, j] for j in others)
+        j = min(others, key=lambda k: dist[i, k])
+        nearest = dist[i, j]
         # How alike the others are among themselves: their median distance to each other.
-        among = [dist[a, b] for a in others for b in others if a < b]
-        typical = float(np.median(among)) if among else 0.0
+        typical = float(np.median([dist[a, b] for a in others for b in others if a < b]))
         if nearest > ODD_FLOOR and nearest > ODD * typical:
-            j = min(others, key=lambda k: dist[i, k])
             found[i] = (f"unlike the concept's other photos in {_what(why[i, j])} (distance {nearest:.1f}, "
                         f"theirs to each other {typical:.1f})")
     return found
