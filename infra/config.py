@@ -149,7 +149,8 @@ def format_errors(err: ValidationError) -> str:
 
 
 def _anchor_photos(raw: dict, config_uri: str) -> None:
-    """Relative photo (and decisions file) paths are relative to the recipe's folder, not to where it is run."""
+    """Relative photo, decisions file and isnet weights paths are relative to the recipe's
+    folder, not to where it is run."""
     base = resolve(config_uri).rsplit("/", 1)[0]
 
     def anchor(p):
@@ -161,6 +162,16 @@ def _anchor_photos(raw: dict, config_uri: str) -> None:
     review = raw.get("review")
     if isinstance(review, dict) and review.get("decisions"):
         review["decisions"] = anchor(review["decisions"])
-
+    # The isnet segmenter's own ONNX file (`weights`) is a local file, never a hub id: anchored
+    # too (for a recipe on local disk), so the recipe runs the same from any folder. Other
+    # backends' model options may name a hub repository and are left as given.
+    stages = raw.get("stages")
+    segment = stages.get("segment") if isinstance(stages, dict) else None
+    if not (isinstance(segment, dict) and segment.get("backend") == "isnet"):
+        return
+    options = segment.get("options")
+    path = options.get("weights") if isinstance(options, dict) else None
+    if isinstance(path, str) and path and not path.startswith(("/", "~")) and base.startswith("file://"):
+        options["weights"] = f"{base.removeprefix('file://')}/{path}"
 
 __all__ = ["BadInput", "ConfigError", "load_config", "parse_yaml", "shipped", "validate"]

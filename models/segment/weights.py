@@ -45,7 +45,7 @@ WHAT = "stages.segment (isnet)"
 
 class IsNetOptions(Options):
     weights: str | None = Field(default=None, description="a local IS-Net ONNX file (absolute, or relative "
-                                "to the working directory); default: the fetched model of `size`")
+                                "to the recipe's folder); default: the fetched model of `size`")
     size: Literal["medium", "small"] = Field(default="medium", description="which fetched model")
     threads: int | None = Field(default=None, ge=1, le=1024,
                                 description="CPU threads; default: the worker's share")

@@ -69,3 +69,28 @@ def test_relative_photo_paths_are_relative_to_the_recipe(tmp_path):
     config = load_config(str(folder / "r.yaml"))
     assert config.concept("chelsea").photos == [f"file://{folder}/photos/cat.png"]
     assert config.concept("coffee").photos == ["pkgdata://skimage/data/coffee.png"]
+
+
+def test_a_relative_isnet_weights_path_is_relative_to_the_recipe(tmp_path, monkeypatch):
+    """Like the photos: the recipe names its own ONNX beside it and runs from any folder."""
+    from gen4gen.infra.config import load_config
+    from gen4gen.models.segment.weights import file_sha256, resolve_config
+    from tests.tiny.isnet import tiny_isnet
+
+    folder = tmp_path / "recipes"
+    onnx = tiny_isnet(folder / "models" / "isnet.onnx")
+    raw = small_recipe(tmp_path)
+    raw["stages"] = {"segment": {"backend": "isnet", "options": {"weights": "models/isnet.onnx"}}}
+    (folder / "r.yaml").write_text(yaml.safe_dump(raw))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config("../recipes/r.yaml")
+    assert config.stages.segment.options["weights"] == str(onnx)
+    resolved, _ = resolve_config(config)
+    assert resolved.stages.segment.options["weights_sha256"] == file_sha256(onnx)
+    # An absolute path and one from the home folder are the user's as given.
+    for given in (str(onnx), "~/isnet.onnx"):
+        raw["stages"]["segment"]["options"]["weights"] = given
+        (folder / "r.yaml").write_text(yaml.safe_dump(raw))
+        assert load_config(str(folder / "r.yaml")).stages.segment.options["weights"] == given
