@@ -121,7 +121,9 @@ def main() -> None:
         ("flow rerun, all cached", t_cached),
     ):
         print(f"{name:34s} {t:8.2f} {t / t_loop:7.3f}")
-    print(f"overhead ratio flow(1 worker) / loop: {t_flow1 / t_loop:.3f} (goal <= 1.05)")
+    # The goal is for real runs: with a few samples the flow's fixed start-up cost dominates.
+    goal = "goal <= 1.05" if n >= 32 else f"goal <= 1.05 at 32+ samples; {n} here, so fixed costs weigh"
+    print(f"overhead ratio flow(1 worker) / loop: {t_flow1 / t_loop:.3f} ({goal})")
     if rss is None:
         print("peak RSS of `gen4gen generate`: not measured with --tiny (its own CLI run)")
     else:
