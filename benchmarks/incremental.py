@@ -1,6 +1,6 @@
 """Incremental regeneration: the rerun after changing one of N compositions, over the full run.
 
-    python benchmarks/incremental.py [--tiny] [--config configs/demo.yaml] [--samples 4]
+    python benchmarks/incremental.py [--tiny] [--config configs/demo.yaml] [--samples 4] [--workers W]
 
 A full run of the recipe into a fresh folder, then the same recipe with one composition's
 scenes changed, into the same folder: only that composition's stages run again (cache hits
@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     parser.add_argument("--samples", type=int, default=4, help="samples per composition")
     parser.add_argument("--tiny", action="store_true", help="canvas 128, 1 sample per composition, 3 compositions")
+    # The rerun's one composition keeps one worker busy, the full run all of them: with the
+    # recipe's 2 workers the ratio also holds the lost parallelism, with 1 only the overhead.
+    parser.add_argument("--workers", type=int, help="run.workers (default: the recipe's)")
     args = parser.parse_args()
 
     from prefect.testing.utilities import prefect_test_harness
@@ -49,6 +52,8 @@ def main() -> None:
     config = config.model_validate(
         config.model_dump() | {"canvas": canvas, "compositions": [c.model_dump() | {"samples": samples} for c in comps]}
     )
+    if args.workers:
+        config = config.model_copy(update={"run": config.run.model_copy(update={"workers": args.workers})})
     n = len(config.compositions)
     changed = config.compositions[0]
     edited = config.model_validate(
@@ -69,7 +74,8 @@ def main() -> None:
         logging.disable(logging.CRITICAL)  # the test server's shutdown logs a cancelled flush
     logging.disable(logging.NOTSET)
 
-    print(f"recipe: {n} compositions x {samples} samples, canvas {canvas}; changed: {changed.id}")
+    print(f"recipe: {n} compositions x {samples} samples, canvas {canvas}, {config.run.workers} workers; "
+          f"changed: {changed.id}")
     print(f"{'run':36s} {'wall s':>8s}")
     print(f"{'full run':36s} {full:8.2f}")
     print(f"{'rerun, one composition changed':36s} {rerun:8.2f}")
