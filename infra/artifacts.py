@@ -93,6 +93,9 @@ class RunProgress:
         self.watch(stage, futures)
         every = [f for fs in self.futures.values() for f in fs]
         for done in as_completed(every):
+            # The final state from the future itself: a Dask future's `state` is otherwise read
+            # from the API, where it lands a moment later, and a finished task looked unfinished.
+            done.wait()
             if done.state.is_completed():
                 handed = done.result()
                 if isinstance(handed, SampleSet):  # a stage task: the CLI's bar, from any runner
