@@ -171,7 +171,9 @@ def _anchor_photos(raw: dict, config_uri: str) -> None:
         return
     options = segment.get("options")
     path = options.get("weights") if isinstance(options, dict) else None
-    if isinstance(path, str) and path and not path.startswith(("/", "~")) and base.startswith("file://"):
-        options["weights"] = f"{base.removeprefix('file://')}/{path}"
+    # `anchor` gives a URI; onnxruntime opens a plain path.
+    if isinstance(path, str) and path and not path.startswith("~") and base.startswith("file://"):
+        options["weights"] = anchor(path).removeprefix("file://")
+
 
 __all__ = ["BadInput", "ConfigError", "load_config", "parse_yaml", "shipped", "validate"]
