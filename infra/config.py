@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.records import DatasetConfig
-from gen4gen.infra.storage import read_bytes, resolve
+from gen4gen.infra.storage import glob, read_bytes, resolve
 
 MAX_RECIPE_BYTES = int(os.environ.get("GEN4GEN_MAX_RECIPE_BYTES", 2**20))  # 1 MiB
 MAX_YAML_NODES = 100_000  # nodes of the document with every alias expanded
@@ -119,6 +119,7 @@ def load_config(uri: str, out: str | None = None) -> DatasetConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{uri}: expected a mapping at the top level, got {type(raw).__name__}")
     _anchor_photos(raw, uri)
+    _expand_backgrounds(raw, uri)
     try:
         config = DatasetConfig.model_validate(raw)
     except ValidationError as err:
@@ -148,6 +149,38 @@ def format_errors(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
+MAX_BACKGROUNDS = 10_000  # photos in one recipe, patterns expanded
+PATTERN = "*?["
+
+
+def _expand_backgrounds(raw: dict, name: str) -> None:
+    """Photo patterns (`backgrounds/garden/*.jpg`, in backgrounds and concepts) -> the files
+    they match, sorted, so the plan and its keys see files; a pattern that matches nothing is
+    the recipe's error (exit 2 before any work), not an empty scene."""
+    total = 0
+    for field in ("backgrounds", "concepts"):
+        entries = raw.get(field)
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):
+            if not isinstance(entry, dict) or not isinstance(entry.get("photos"), list):
+                continue
+            found: list = []
+            for p in entry["photos"]:
+                if isinstance(p, str) and any(ch in p.split("://", 1)[-1] for ch in PATTERN):
+                    try:
+                        matched = glob(p)
+                    except BadInput as err:
+                        raise ConfigError(f"{name}: {field}[{i}].photos: {err}") from err
+                    if not matched:
+                        raise ConfigError(f"{name}: {field}[{i}].photos: {p!r} matches no image file")
+                    found += matched
+                else:
+                    found.append(p)
+            total += len(found)
+            if total > MAX_BACKGROUNDS:
+                raise ConfigError(f"{name}: {field}: over {MAX_BACKGROUNDS:,} photos in the recipe; refused")
+            entry["photos"] = list(dict.fromkeys(found))
+
+
 def _anchor_photos(raw: dict, config_uri: str) -> None:
     """Relative photo, decisions file and isnet weights paths are relative to the recipe's
     folder, not to where it is run."""
@@ -156,9 +189,9 @@ def _anchor_photos(raw: dict, config_uri: str) -> None:
     def anchor(p):
         return f"{base}/{p}" if isinstance(p, str) and "://" not in p and not p.startswith("/") else p
 
-    for concept in raw.get("concepts") or []:
-        if isinstance(concept, dict) and isinstance(concept.get("photos"), list):
-            concept["photos"] = [anchor(p) for p in concept["photos"]]
+    for entry in (raw.get("concepts") or []) + (raw.get("backgrounds") or []):
+        if isinstance(entry, dict) and isinstance(entry.get("photos"), list):
+            entry["photos"] = [anchor(p) for p in entry["photos"]]
     review = raw.get("review")
     if isinstance(review, dict) and review.get("decisions"):
         review["decisions"] = anchor(review["decisions"])

@@ -60,6 +60,14 @@ def _check_safe_id(value: str) -> str:
 SafeId = Annotated[str, AfterValidator(_check_safe_id)]
 
 
+def _check_photo_uris(v: list[str]) -> list[str]:
+    for p in v:
+        if not p.strip() or len(p) > 2048 or any(unicodedata.category(ch)[0] == "C" for ch in p):
+            raise ValueError(f"photo {ascii(p)[:100]} is not a usable path or URI (empty, over 2048 "
+                             "characters, or holding control characters)")
+    return v
+
+
 class Record(BaseModel):
     """Base of every record: unknown fields are errors (a typo in a config must not pass)."""
 
@@ -100,11 +108,7 @@ class Concept(Record):
     @field_validator("photos")
     @classmethod
     def _photo_uris(cls, v: list[str]) -> list[str]:
-        for p in v:
-            if not p.strip() or len(p) > 2048 or any(unicodedata.category(ch)[0] == "C" for ch in p):
-                raise ValueError(f"photo {ascii(p)[:100]} is not a usable path or URI (empty, over 2048 "
-                                 "characters, or holding control characters)")
-        return v
+        return _check_photo_uris(v)
 
 
 # Words Hugging Face `datasets` reads as split names when they stand alone in a folder or
@@ -191,6 +195,22 @@ def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float
     return inter / union if union else 0.0
 
 
+class Background(Record):
+    """The real background photo a sample stands on, as planning read it (tasks/plan.py):
+    where its ground is on the canvas and where the light comes from."""
+
+    photo: str = Field(description="URI of the background photo")
+    sha256: str | None = Field(default=None, description="of the photo's bytes; none when unreadable")
+    ground: list[int] = Field(
+        default_factory=list,
+        description="per column band, left to right: the first canvas row of ground (the floor, "
+                    "the lawn, the table top) seen from the bottom up (models/backgrounds.py)",
+    )
+    horizon: int | None = Field(default=None, description="canvas row of the far end of the ground")
+    light: float = Field(default=0.0, ge=-1, le=1, description="-1: light from the left, +1: from the right")
+    source: str = Field(default="estimated", description="'estimated' from the photo, or 'hint' from the recipe")
+
+
 class LayoutPlan(Record):
     """One planned sample: boxes, background scene, seed and which source photo per concept."""
 
@@ -202,6 +222,9 @@ class LayoutPlan(Record):
     seed: int = Field(ge=0)
     photos: dict[str, str] = Field(description="concept id -> URI of the source photo used")
     planner: str = Field(default="offline", description="what made the boxes, e.g. 'openai'")
+    background: Background | None = Field(
+        default=None, description="the real background photo; none: a procedural scene (no backgrounds in the recipe)"
+    )
 
     @model_validator(mode="after")
     def _boxes_on_canvas(self) -> "LayoutPlan":
@@ -526,6 +549,41 @@ class ReviewConfig(Record):
         return self
 
 
+class BackgroundSet(Record):
+    """Real background photos of one scene, as the paper's repaint starts from (a scene
+    folder of photos; its name gives the scene words). Photos are URIs like a concept's,
+    relative to the recipe; a pattern (`backgrounds/garden/*.jpg`) is expanded when the
+    recipe is read."""
+
+    scene: str = Field(description="the scene words captions and repaint prompts use, e.g. 'in a garden'")
+    photos: list[str] = Field(min_length=1, description="URIs of the photos (patterns expanded on reading)")
+    ground: dict[str, float] = Field(
+        default_factory=dict,
+        description="optional hints, photo file name -> the share of the photo's height (from the top) "
+                    "where its ground begins; photos without one have it estimated (models/backgrounds.py)",
+    )
+
+    @field_validator("scene")
+    @classmethod
+    def _scene_is_text(cls, v: str) -> str:
+        if not v.strip() or len(v) > 200 or any(unicodedata.category(ch)[0] == "C" for ch in v):
+            raise ValueError(f"scene {v!r}: a scene is 1-200 printable characters")
+        return v.strip()
+
+    @field_validator("photos")
+    @classmethod
+    def _photo_uris(cls, v: list[str]) -> list[str]:
+        return _check_photo_uris(v)
+
+    @field_validator("ground")
+    @classmethod
+    def _ground_shares(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, share in v.items():
+            if not 0.0 <= share < 1.0:
+                raise ValueError(f"ground[{name!r}] = {share}: a share of the photo's height, 0 (top) to below 1")
+        return v
+
+
 class DatasetConfig(Record):
     """A dataset recipe: concepts, compositions, canvas, stage backends, run settings."""
 
@@ -540,6 +598,10 @@ class DatasetConfig(Record):
     max_iou: float = Field(default=0.15, ge=0, lt=1, description="planner: largest box overlap")
     concepts: list[Concept] = Field(min_length=2)
     compositions: list[Composition] = Field(min_length=1)
+    backgrounds: list[BackgroundSet] = Field(
+        default_factory=list,
+        description="real background photos by scene; none: procedural scenes (models/repaint/repainter.py)",
+    )
     stages: StagesConfig = StagesConfig()
     review: ReviewConfig = ReviewConfig()
     run: RunConfig = RunConfig()
@@ -580,6 +642,15 @@ class DatasetConfig(Record):
             for i, scene in enumerate(comp.scenes):
                 if why := foreign_token(scene, comp.concepts, tokens):
                     raise ValueError(f"composition {comp.id!r}: scenes[{i}] {scene!r} {why}")
+            # With background photos a composition's scenes pick among them: each must have photos.
+            have = {b.scene for b in self.backgrounds}
+            missing = [s for s in comp.scenes if self.backgrounds and s not in have]
+            if missing:
+                raise ValueError(f"composition {comp.id!r}: scenes {missing} have no background photos; "
+                                 f"the recipe's backgrounds are {sorted(have)}")
+        for i, bg in enumerate(self.backgrounds):
+            if why := foreign_token(bg.scene, [], {c.id: c.token for c in self.concepts}):
+                raise ValueError(f"backgrounds[{i}]: scene {bg.scene!r} {why}")
         return self
 
     def concept(self, concept_id: str) -> Concept:

@@ -423,6 +423,20 @@ def list_files(uri: str) -> list[str]:
     return sorted(f"{proto}://{p}" for p in _retrying(lambda: fs.find(path), uri))
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def glob(pattern: str) -> list[str]:
+    """The image files a pattern (`file:///photos/garden/*.jpg`, `s3://bucket/bg/*`) matches,
+    as URIs, sorted; only names with an image suffix, so a pattern cannot pick up a licence
+    file or a folder."""
+    uri = resolve(pattern)
+    fs, path = _fs(uri)
+    proto = uri.split("://", 1)[0]
+    hits = _retrying(lambda: fs.glob(path), uri)
+    return sorted(f"{proto}://{p}" for p in hits if p.lower().endswith(IMAGE_SUFFIXES))
+
+
 # --------------------------------------------------------------------------- images
 
 

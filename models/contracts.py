@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from gen4gen.infra.records import Concept, Reason
+from gen4gen.models.backgrounds import Ground
 
 Box = tuple[int, int, int, int]  # x, y, w, h in canvas pixels
 Obj = tuple[str, str, Box]  # (token, category, box): a concept as a captioner sees it
@@ -28,6 +29,9 @@ class PlannedObject:
     category: str
     aspect: float  # width / height of the object's cut-out (or its category prior)
     size: float | None = None  # the recipe's own longest side in metres (else the prior's)
+    # Frame edges of its photo that cut the object off ("bottom", "left", "right"): on a
+    # background photo it must enter the canvas from the same edge (tasks/plan.py).
+    cut: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class LayoutRequest:
     scene: str
     max_iou: float
     seed: int
+    ground: Ground | None = None  # the background photo's ground: objects stand on it
+
 
 
 @dataclass(frozen=True)
@@ -91,9 +97,20 @@ class Repainter(Protocol):
         scenes: list[str],
         seeds: list[int],
         boxes: list[list[Box]],
+        backdrops: list[Backdrop | None] | None = None,
     ) -> list[np.ndarray]:
         """The finished image per composite (soft edges blended); the stage then pastes the
-        objects' solid pixels back exactly."""
+        objects' solid pixels back exactly. `backdrops`: per sample its background photo
+        (None: paint the scene)."""
+
+
+@dataclass(frozen=True)
+class Backdrop:
+    """A sample's background photo as its canvas (cover-cropped, not yet blurred) and the side
+    its light comes from (-1 left .. 1 right)."""
+
+    image: np.ndarray
+    light: float = 0.0
 
 
 # --------------------------------------------------------------------------- caption
@@ -139,6 +156,9 @@ class JudgeItem:
     tokens: list[str]
     caption: str
     measures: dict[str, float]  # what compositing measured (visible.<id>, area.<id>)
+    # The sample's background photo as its canvas, where it has one: dark in the photo is
+    # the place (a beach at dusk), not a hole the repaint left.
+    backdrop: np.ndarray | None = None
 
 
 @dataclass

@@ -185,3 +185,21 @@ def _what(name: str) -> str:
 
 def _flag(code: str, detail: str) -> Reason:
     return Reason(code=code, stage=STAGE, detail=detail)
+
+
+# A frame edge "cuts" an object when its mask covers more than this share of that edge (the
+# cut-out checks' edge measures): a straight edge of a few percent of the photo's side shows.
+CUT_EDGE = 0.02
+
+
+def cut_edges(cutout: Cutout) -> tuple[str, ...]:
+    """The frame edges of its photo that cut the object off."""
+    return tuple(side for side in ("bottom", "left", "right", "top")
+                 if cutout.measures.get(f"edge_{side}", 0.0) > CUT_EDGE)
+
+
+def placeable(cut: tuple[str, ...]) -> bool:
+    """Whether a cut-off object can enter a scene from its cut edges: from the bottom or one
+    side; cut at the top it would hang from the sky, cut at both sides it is wider than the
+    canvas."""
+    return "top" not in cut and not {"left", "right"} <= set(cut)

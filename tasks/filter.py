@@ -13,6 +13,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from gen4gen.infra.records import Composition, DatasetConfig, Reason, Sample, SampleSet
+from gen4gen.models.backgrounds import read_view
 from gen4gen.infra.storage import join, read_mask, read_rgb
 from gen4gen.models.contracts import Judge, JudgeItem
 from gen4gen.tasks.stage import Job, Stage, each_batch, run_set
@@ -28,6 +29,7 @@ def filter_samples(samples: list[Sample], job: Job, model: Judge) -> None:
                 image=read_rgb(join(job.out, s.paths["repaint"])), mask=read_mask(join(job.out, s.paths["mask"])),
                 image_uri=join(job.out, s.paths["repaint"]), concepts=[job.config.concept(c) for c in s.concepts],
                 tokens=s.tokens, caption=s.caption or "", measures=dict(s.measures),
+                backdrop=read_view(s.plan.background.photo, s.plan.canvas) if s.plan.background else None,
             )
             for s in chunk
         ]
@@ -86,7 +88,7 @@ def settings(config: DatasetConfig, comp: Composition) -> dict:
 
 FILTER = Stage(
     name=STAGE, family="filter", contract=Judge, after="caption",
-    modules=("gen4gen.tasks.filter",), settings=settings, process=filter_samples, options=options,
+    modules=("gen4gen.tasks.filter", "gen4gen.models.backgrounds"), settings=settings, process=filter_samples, options=options,
     inputs=photos,
 )
 

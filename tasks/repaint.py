@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from gen4gen.infra.records import Sample, SampleSet
 from gen4gen.infra.storage import join, read_mask, read_rgb, write_png
-from gen4gen.models.contracts import Repainter
+from gen4gen.models.backgrounds import read_view
+from gen4gen.models.contracts import Backdrop, Repainter
 from gen4gen.tasks.stage import IMAGE_FORMAT, Job, Stage, each_batch, run_set
 
 STAGE = "repaint"
@@ -32,15 +33,23 @@ def keep_objects(painted: np.ndarray, composite: np.ndarray, mask: np.ndarray) -
     return out
 
 
+def backdrop(sample: Sample) -> Backdrop | None:
+    """The sample's background photo as its canvas, with its light side; None: a scene."""
+    bg = sample.plan.background
+    return Backdrop(read_view(bg.photo, sample.plan.canvas), bg.light) if bg is not None else None
+
+
 def repaint_samples(samples: list[Sample], job: Job, model: Repainter) -> None:
     """One backend call per chunk of `model.batch_size` samples (in place)."""
 
     def batch(chunk: list[Sample]) -> None:
         chunk = [s for s in chunk if s.alive]
         inputs = [(read_rgb(join(job.out, s.paths["composite"])), read_mask(join(job.out, s.paths["mask"]))) for s in chunk]
+        backdrops = [backdrop(s) for s in chunk]
         painted = model.repaint_batch(
             [c for c, _ in inputs], [m for _, m in inputs], [s.plan.scene for s in chunk],
             [s.plan.seed for s in chunk], [[b.xywh for b in s.plan.boxes] for s in chunk],
+            **({"backdrops": backdrops} if any(b is not None for b in backdrops) else {}),
         )
         for sample, (composite, mask), image in zip(chunk, inputs, painted):
             image = keep_objects(image, composite, mask)
@@ -53,7 +62,7 @@ def repaint_samples(samples: list[Sample], job: Job, model: Repainter) -> None:
 
 REPAINT = Stage(
     name=STAGE, family="repaint", contract=Repainter, after="composite",
-    modules=("gen4gen.tasks.repaint",),
+    modules=("gen4gen.tasks.repaint", "gen4gen.models.backgrounds"),
     settings=lambda config, comp: {"stage": config.stages.repaint, "image_format": IMAGE_FORMAT},
     process=repaint_samples,
 )

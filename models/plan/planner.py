@@ -25,6 +25,7 @@ import numpy as np
 from gen4gen.models.scenes import DEFAULT_SCENES, scenes_for
 from gen4gen.models.scenes import scene as scene_of
 from gen4gen.infra.records import box_iou
+from gen4gen.models.backgrounds import Ground
 from gen4gen.models.contracts import Box, Layout, LayoutRequest, PlannedObject
 
 SMALLEST_RATIO = 0.4  # the paper: largest object 1.0, smallest 0.4
@@ -32,6 +33,12 @@ MIN_SIDE_DIVISOR = {2: 5, 3: 5, 4: 6, 5: 8}  # smallest box >= (H/d)^2
 # Longer side of the largest box over the canvas, by number of objects (room for the rest).
 LARGEST_SIDE = {2: 0.7, 3: 0.62, 4: 0.56, 5: 0.5}
 MAX_SIDE = 0.9  # no box side beyond this share of the canvas
+# On a background photo, planned sizes are those of an object halfway into the scene's depth
+# (Ground.depth_scale there); nearer objects come out larger, farther ones smaller.
+MIDDLE_SCALE = 0.8
+# The largest object's longer side at middle depth on a background photo, by object count:
+# an object a person photographs in a room or a garden fills about a third of the frame.
+PHOTO_LARGEST_SIDE = {2: 0.42, 3: 0.4, 4: 0.36, 5: 0.33}
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,8 @@ class OfflinePlanner:
         self.jitter = jitter
 
     def plan_batch(self, requests: list[LayoutRequest]) -> list[Layout]:
-        return [Layout(self.layout(list(r.objects), r.canvas, r.scene, r.max_iou, r.seed), self.name,
-                       sizing=sizing_rules(list(r.objects))) for r in requests]
+        return [Layout(self.layout(list(r.objects), r.canvas, r.scene, r.max_iou, r.seed, ground=r.ground),
+                       self.name, sizing=sizing_rules(list(r.objects))) for r in requests]
 
     def layout(
         self,
@@ -157,19 +164,24 @@ class OfflinePlanner:
         max_iou: float,
         seed: int,
         ratios: list[float] | None = None,
+        ground: Ground | None = None,
     ) -> list[tuple[int, int, int, int]]:
         """Boxes (x, y, w, h) in canvas pixels, one per object, in the objects' order.
 
         `ratios`: relative sizes (largest 1.0) from elsewhere (an LLM's ranking); default:
-        the size table's."""
+        the size table's. `ground`: a background photo's ground (models/backgrounds.py):
+        every base stands on it, farther objects smaller and higher (`_place_on_ground`)."""
         n = len(objects)
         rng = np.random.default_rng(seed)
         horizon = scene_of(scene).horizon * canvas
         if ratios is not None and len(ratios) != n:
             raise ValueError(f"ratios: {len(ratios)} given for {n} objects")
         ratios = ratios if ratios is not None else self.size_ratios(objects)
-        largest = LARGEST_SIDE.get(n, 0.46) * canvas * (1 + self.jitter * rng.uniform(-1, 1))
-        min_area = (canvas / MIN_SIDE_DIVISOR.get(n, 8)) ** 2
+        table = PHOTO_LARGEST_SIDE if ground is not None else LARGEST_SIDE
+        largest = table.get(n, 0.3) * canvas * (1 + self.jitter * rng.uniform(-1, 1))
+        # In a photo of a place, objects at the paper's sizes tower over the room or the
+        # garden: half its minimum area there, sizes by depth doing the rest.
+        min_area = (canvas / MIN_SIDE_DIVISOR.get(n, 8)) ** 2 * (0.5 if ground is not None else 1.0)
 
         sides = [largest * r for r in ratios]
         first = [self._box_size(side, o.aspect) for side, o in zip(sides, objects)]
@@ -184,7 +196,10 @@ class OfflinePlanner:
             cap = MAX_SIDE * canvas / max(max(wh) for wh in sizes)
             if cap < 1.0:  # a box past the canvas: every box shrinks with it
                 sizes = [self._box_size(s * scale * cap, o.aspect) for s, o in zip(sides, objects)]
-            boxes = self._place(sizes, canvas, horizon, max_iou, rng)
+            if ground is not None:
+                boxes = self._place_on_ground(sizes, [o.cut for o in objects], ground, max_iou, rng)
+            else:
+                boxes = self._place(sizes, canvas, horizon, max_iou, rng)
             if boxes is not None:
                 return boxes
             scale *= 0.93
@@ -208,6 +223,38 @@ class OfflinePlanner:
         """(w, h) of a box whose longer side is `longest`, shaped like its object."""
         w, h = (longest, longest / aspect) if aspect >= 1 else (longest * aspect, longest)
         return max(8, round(w)), max(8, round(h))
+
+    def _place_on_ground(self, sizes, cuts, ground: Ground, max_iou, rng):
+        """Boxes standing on a photo's ground. `sizes` are the sizes at middle depth
+        (MIDDLE_SCALE); an object's base row is drawn between the far end of the ground and
+        the canvas's bottom, its size follows its depth (Ground.depth_scale), its whole base
+        must lie on ground, and an object its photo cut off enters from that edge: its box
+        touches the canvas's edge there (a cut at the bottom: the nearest row)."""
+        canvas = ground.side
+        placed: list[tuple[int, int, int, int]] = []
+        order = sorted(range(len(sizes)), key=lambda i: -sizes[i][0] * sizes[i][1])
+        result: dict[int, tuple[int, int, int, int]] = {}
+        margin = 0.01 * canvas  # a base this far inside the ground, not on its very edge
+        for i in order:
+            w0, h0 = sizes[i]
+            cut = cuts[i]
+            for _ in range(self.attempts):
+                bottom = canvas if "bottom" in cut else rng.uniform(ground.horizon + margin, canvas - margin)
+                k = ground.depth_scale(bottom) / MIDDLE_SCALE
+                w, h = max(8, round(w0 * k)), max(8, round(h0 * k))
+                if w > canvas or h > bottom:
+                    continue
+                x = 0 if "left" in cut else canvas - w if "right" in cut else int(round(rng.uniform(0, canvas - w)))
+                if "bottom" not in cut and bottom < ground.top_at(x, x + w) + margin:
+                    continue  # some of the base would stand on the wall or in the sky
+                box = (x, int(round(bottom)) - h, w, h)
+                if all(box_iou(box, other) <= max_iou for other in placed):
+                    placed.append(box)
+                    result[i] = box
+                    break
+            else:
+                return None
+        return [result[i] for i in range(len(sizes))]
 
     def _place(self, sizes, canvas, horizon, max_iou, rng):
         placed: list[tuple[int, int, int, int]] = []

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from gen4gen.models.backgrounds import soften
+from gen4gen.models.contracts import Backdrop
 from gen4gen.models.scenes import Scene
 from gen4gen.models.scenes import scene as scene_of
 
@@ -224,6 +226,42 @@ def _mix(dst: np.ndarray, colour, alpha: np.ndarray) -> None:
     dst += a * np.asarray(colour, np.float32)
 
 
+# --------------------------------------------------------------------------- objects
+
+
+# How much of the ground's light each shadow takes (times twice `shadow`, 1 by default): a
+# soft cast shadow, and the contact shadow right under the base where no light reaches.
+CAST_SHADOW, CONTACT_SHADOW = 0.5, 0.85
+
+
+@dataclass
+class _Part:
+    """One object of a composite: its silhouette on the canvas and where its base is."""
+
+    canvas: tuple[int, int]
+    silhouette: np.ndarray  # float32 canvas-sized, the object's mask inside its box
+    base: int  # the lowest row of the object
+    x0: int  # the base's extent (its lowest tenth)
+    x1: int
+    height: int
+
+
+def _object_in_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> _Part | None:
+    x, y, bw, bh = (int(v) for v in box)
+    h, w = mask.shape
+    region = mask[max(0, y) : min(h, y + bh), max(0, x) : min(w, x + bw)]
+    rows = np.nonzero((region >= 0.5).any(axis=1))[0]
+    if rows.size == 0:
+        return None
+    top, bottom = int(rows[0]), int(rows[-1])
+    low = region[max(top, bottom - max(1, (bottom - top) // 10)) : bottom + 1] >= 0.5
+    cols = np.nonzero(low.any(axis=0))[0]
+    silhouette = np.zeros((h, w), np.float32)
+    silhouette[max(0, y) : min(h, y + bh), max(0, x) : min(w, x + bw)] = region
+    return _Part((h, w), silhouette, max(0, y) + bottom, max(0, x) + int(cols[0]), max(0, x) + int(cols[-1]) + 1,
+                 bottom - top + 1)
+
+
 # --------------------------------------------------------------------------- repainter
 
 
@@ -247,6 +285,7 @@ class OfflineRepainter:
     harmonise: how much of the objects' colour bounces onto the background next to them;
     details: paint the per-scene horizon detail (skirting, hedge, hills, sea ...);
     clouds: paint clouds in sky scenes;
+    photo_blur: on a background photo, its Gaussian blur radius in pixels at 1024 (the paper's 1);
     premultiplied: the composite's soft rims already hold mask * colour (objects pasted
         over black); blend with `composite + (1 - mask) * background` so the rims do not
         darken twice. Off: `mask * composite + (1 - mask) * background` (straight colour).
@@ -265,6 +304,7 @@ class OfflineRepainter:
         details: bool = True,
         clouds: bool = True,
         premultiplied: bool = False,
+        photo_blur: float = 1.0,
     ):
         if blur < 0 or shadow < 0 or noise < 0 or texture < 0 or harmonise < 0:
             raise ValueError("blur, shadow, noise, texture and harmonise must be >= 0")
@@ -276,11 +316,68 @@ class OfflineRepainter:
         self.details = bool(details)
         self.clouds = bool(clouds)
         self.premultiplied = bool(premultiplied)
+        if photo_blur < 0:
+            raise ValueError("photo_blur must be >= 0")
+        self.photo_blur = float(photo_blur)
 
     # ------------------------------------------------------------------ public
 
-    def repaint_batch(self, composites, masks, scenes, seeds, boxes) -> list[np.ndarray]:
-        return [self.repaint(*args) for args in zip(composites, masks, scenes, seeds, boxes)]
+    def repaint_batch(self, composites, masks, scenes, seeds, boxes, backdrops=None) -> list[np.ndarray]:
+        backdrops = backdrops or [None] * len(composites)
+        return [self.repaint(*args, backdrop=b) if b is not None else self.repaint(*args)
+                for *args, b in zip(composites, masks, scenes, seeds, boxes, backdrops)]
+
+    def on_photo(self, composite: np.ndarray, mask: np.ndarray, boxes: list[tuple[int, int, int, int]],
+                 backdrop: Backdrop) -> np.ndarray:
+        """The objects standing in a real background photo: the photo slightly blurred (the
+        paper's radius 1), a soft shadow cast by each object away from the light and a dark
+        contact shadow where it meets the ground, then the objects over it through their
+        soft masks (their colours were drawn toward the photo's when composited)."""
+        h, w = mask.shape
+        photo = backdrop.image
+        if photo.shape != (h, w, 3):
+            raise ValueError(f"background {photo.shape} does not match the canvas {(h, w, 3)}")
+        bg = soften(photo, self.photo_blur).astype(np.float32)
+        if self.shadow > 0:
+            shade = np.zeros((h, w), np.float32)
+            for box in boxes:
+                part = _object_in_box(mask, box)
+                if part is None:
+                    continue
+                shade = np.maximum(shade, self._cast_shadow(part, backdrop.light))
+                shade = np.maximum(shade, self._contact_shadow(part))
+            bg *= (1.0 - min(1.0, 2 * self.shadow) * shade)[..., None]
+        m = mask[..., None]
+        out = m * composite.astype(np.float32) + (1.0 - m) * bg
+        out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        solid = mask >= 1.0
+        out[solid] = composite[solid]
+        return out
+
+    @staticmethod
+    def _cast_shadow(part: "_Part", light: float) -> np.ndarray:
+        """The object's silhouette laid on the ground: flipped about its base, flattened, and
+        slanted away from the light; sharp at the base, softer and fainter farther out."""
+        h, w = part.canvas
+        squash, slant = 0.32, -0.9 * light
+        yb = float(part.base)
+        # dest = A @ src + t: y' = yb + (yb - y) * squash, x' = x + slant * (yb - y) * squash
+        a = np.float32([[1.0, -slant * squash, slant * squash * yb], [0.0, -squash, yb * (1 + squash)]])
+        flat = cv2.warpAffine(part.silhouette, a, (w, h), flags=cv2.INTER_LINEAR)
+        soft = cv2.GaussianBlur(flat, (0, 0), max(1.0, 0.025 * part.height))
+        rows = np.arange(h, dtype=np.float32)[:, None]
+        fade = np.clip(1.0 - (rows - yb) / max(1.0, squash * part.height * 1.2), 0.0, 1.0)
+        return CAST_SHADOW * soft * fade * (rows >= yb - 2)
+
+    @staticmethod
+    def _contact_shadow(part: "_Part") -> np.ndarray:
+        """A dark, tight ellipse under the object's base, where no light reaches."""
+        h, w = part.canvas
+        cx, a = (part.x0 + part.x1) / 2.0, max(3.0, 0.55 * (part.x1 - part.x0))
+        b = max(3.0, 0.14 * a)
+        ys = np.arange(h, dtype=np.float32)[:, None] - (part.base - 0.2 * b)
+        xs = np.arange(w, dtype=np.float32)[None, :] - cx
+        return CONTACT_SHADOW * np.exp(-((xs / a) ** 2 + (ys / b) ** 2) * 1.2)
 
     def repaint(
         self,
@@ -289,9 +386,13 @@ class OfflineRepainter:
         scene: str,
         seed: int,
         boxes: list[tuple[int, int, int, int]],
+        backdrop: Backdrop | None = None,
     ) -> np.ndarray:
-        """The composite with its background painted as `scene`; HxWx3 uint8."""
+        """The composite with its background painted as `scene`, or standing in the
+        `backdrop` photo; HxWx3 uint8."""
         mask = self._check(composite, mask, scene, seed, boxes)
+        if backdrop is not None:
+            return self.on_photo(composite, mask, boxes, backdrop)
         h, w = mask.shape
         sc = scene_of(scene)
         rng = np.random.default_rng(seed)

@@ -28,7 +28,7 @@ HOLE_LEVEL = 8  # all channels below this: a black hole the repaint left
 
 
 def image_reasons(image: np.ndarray, mask: np.ndarray, min_image_std: float, max_flat_share: float,
-                  max_hole_share: float) -> list[Reason]:
+                  max_hole_share: float, backdrop: np.ndarray | None = None) -> list[Reason]:
     """Reasons a whole image is degenerate (none: it is fine)."""
     reasons = []
     grey = image.astype(np.float32).mean(axis=2)
@@ -42,6 +42,8 @@ def image_reasons(image: np.ndarray, mask: np.ndarray, min_image_std: float, max
     if flat > max_flat_share:
         reasons.append(Reason(code="flat", stage=STAGE, detail=f"{flat:.0%} of the image is one colour > {max_flat_share:.0%}"))
     background = mask < 0.5  # a black object is fine; a black background is a hole
+    if backdrop is not None:
+        background &= backdrop.max(axis=2) >= 2 * HOLE_LEVEL  # ... unless the photo is dark there
     if background.any():
         holes = float((image[background].max(axis=1) < HOLE_LEVEL).mean())
         if holes > max_hole_share:
@@ -85,7 +87,8 @@ class RulesJudge:
     def reasons(self, item: JudgeItem) -> list[Reason]:
         ids = [c.id for c in item.concepts]
         reasons = object_reasons(item.measures, ids, self.max_occlusion, self.min_visible_area)
-        reasons += image_reasons(item.image, item.mask, self.min_image_std, self.max_flat_share, self.max_hole_share)
+        reasons += image_reasons(item.image, item.mask, self.min_image_std, self.max_flat_share, self.max_hole_share,
+                                  item.backdrop)
         missing = missing_tokens(item.caption, item.tokens)
         if missing:
             reasons.append(Reason(code="caption", stage=STAGE, detail=f"caption names no {missing}"))
