@@ -4,7 +4,7 @@
     gen4gen report DATASET_URI [--out report.html] [--compare OTHER_URI] [--decisions FILE]
     gen4gen verify DATASET_URI
     gen4gen associate CONFIG [--max N] [--out FILE]
-    gen4gen init PHOTOS_DIR [--out recipe.yaml] [--name NAME] [--canvas PX] [--compositions N]
+    gen4gen init PHOTOS_DIR [--out recipe.yaml] [--name NAME] [--canvas PX] [--compositions N] [--backgrounds DIR]
     gen4gen train --dataset URI --out URI [--steps N] [--base MODEL] [--resolution PX] ...
     gen4gen evaluate --checkpoint URI [--prompts FILE] [--samples N] [--device D]
     gen4gen serve [--state DIR] [--port 4200] [--s3-port 9000] [--pool NAME] [--stop]
@@ -157,6 +157,8 @@ def _main(argv: list[str]) -> int:
     ini.add_argument("--canvas", type=int, default=1024, help="square canvas side in pixels (default 1024)")
     ini.add_argument("--compositions", type=int, help="compositions to propose (default: half the concepts, at least 3)")
     ini.add_argument("--samples", type=int, default=8, help="samples per composition (default 8)")
+    ini.add_argument("--backgrounds", metavar="DIR", help="background photos by scene, DIR/<scene>/*.jpg "
+                     "(default: PHOTOS_DIR/backgrounds/ where it exists); the folder names give the scene words")
     ini.add_argument("--force", action="store_true", help="replace an existing --out file")
     ini.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
 
@@ -217,7 +219,7 @@ def _main(argv: list[str]) -> int:
         from gen4gen.flows.init import init_command
 
         return init_command(args.photos, args.out, args.name, args.canvas, args.compositions,
-                            args.samples, args.force)
+                            args.samples, args.force, args.backgrounds)
     if args.command == "segment":
         return _segment(args)
     _quiet_prefect(args.verbose)

@@ -21,7 +21,7 @@ from gen4gen.flows.associate import composition_id
 DEFAULT_SAMPLES = 8
 
 
-def build_recipe(found, recipe_path: Path, name: str, canvas: int, most: int, samples: int):
+def build_recipe(found, recipe_path: Path, name: str, canvas: int, most: int, samples: int, scenes=()):
     """The recipe's mapping, and each composition's reason."""
     from gen4gen.tasks.intake.ingest import propose
 
@@ -41,9 +41,13 @@ def build_recipe(found, recipe_path: Path, name: str, canvas: int, most: int, sa
         cid = composition_id(p.concepts, used, i)
         used.add(cid)
         compositions.append({"id": cid, "concepts": p.concepts, "samples": samples})
+    backgrounds = [
+        {"scene": sc.scene, "photos": [Path(os.path.relpath(p.resolve(), base)).as_posix() for p in sc.photos]}
+        for sc in scenes
+    ]
     return {
         "name": name, "version": "v1", "canvas": canvas, "max_iou": 0.05,
-        "concepts": concepts, "compositions": compositions,
+        "concepts": concepts, "compositions": compositions, "backgrounds": backgrounds,
         "stages": {
             "plan": {"backend": "offline"}, "segment": {"backend": "auto"},
             "repaint": {"backend": "offline"}, "caption": {"backend": "template"},
@@ -68,17 +72,20 @@ def render(recipe: dict, found, why: list[str]) -> str:
     lines.append("compositions:  # from the offline co-occurrence table (gen4gen associate proposes more)")
     for comp, reason in zip(recipe["compositions"], why):
         lines += [f"  # {reason}", f"  - {dump(comp)}"]
+    if recipe["backgrounds"]:
+        lines.append("backgrounds:  # real photos by scene, the folder's name giving the scene words")
+        lines += [f"  - {dump(b)}" for b in recipe["backgrounds"]]
     lines.append("stages:")
     lines += [f"  {k}: {dump(v)}" for k, v in recipe["stages"].items()]
     return "\n".join(lines) + "\n"
 
 
 def init_command(photos: str, out: str, name: str | None, canvas: int, most: int | None,
-                 samples: int, force: bool) -> int:
+                 samples: int, force: bool, backgrounds: str | None = None) -> int:
     """Exit 0 with the recipe written, 2 when the folder, a file in it or an option cannot be used."""
     from gen4gen.infra.config import ConfigError, load_config
     from gen4gen.infra.errors import BadInput
-    from gen4gen.tasks.intake.ingest import IngestError, read_concepts, safe_id
+    from gen4gen.tasks.intake.ingest import BACKGROUNDS_DIR, IngestError, read_backgrounds, read_concepts, safe_id
 
     recipe_path = Path(out)
     tmp = recipe_path.with_name(f".{recipe_path.name}.tmp")
@@ -96,7 +103,10 @@ def init_command(photos: str, out: str, name: str | None, canvas: int, most: int
         dataset = name or safe_id(root.resolve().name) or "concepts"
         # Default: enough for pairs to cover every concept, at least 3.
         most = most or max(3, math.ceil(len(found.concepts) / 2))
-        recipe, why = build_recipe(found, recipe_path, dataset, canvas, most, samples)
+        # Background photos: --backgrounds DIR, else a backgrounds/ folder beside the concepts.
+        beside = root / BACKGROUNDS_DIR
+        scenes = read_backgrounds(Path(backgrounds)) if backgrounds else read_backgrounds(beside) if beside.is_dir() else []
+        recipe, why = build_recipe(found, recipe_path, dataset, canvas, most, samples, scenes)
         recipe_path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(render(recipe, found, why), encoding="utf-8")
         config = load_config(str(tmp))  # read back as `generate` reads it: what is written runs
@@ -109,8 +119,11 @@ def init_command(photos: str, out: str, name: str | None, canvas: int, most: int
         return 2
     for note in found.notes:
         print(f"note: {note}", file=sys.stderr)
-    print(f"{len(config.concepts)} concepts ({found.layout} layout), {len(config.compositions)} compositions "
-          f"written to {recipe_path}", file=sys.stderr)
+    print(f"{len(config.concepts)} concepts ({found.layout} layout), {len(config.compositions)} compositions, "
+          f"{len(config.backgrounds)} background scenes written to {recipe_path}", file=sys.stderr)
+    if not config.backgrounds:
+        print(f"note: no background photos ({root / BACKGROUNDS_DIR}/<scene>/*.jpg or --backgrounds DIR): the "
+              "samples get procedural scenes; real photos make finals a person would keep", file=sys.stderr)
     print(f"look at the cut-outs first: gen4gen segment {photos} --recipe {recipe_path} --out cutouts", file=sys.stderr)
     print(f"then run: gen4gen generate {recipe_path}", file=sys.stderr)
     print(recipe_path)

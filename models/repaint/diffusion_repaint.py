@@ -5,7 +5,9 @@ What one batch does (`repaint_batch`), per sample:
 
 1. Starting image. The paper starts from a real, slightly blurred background photo
    outside the objects combined with the composite (starting from noise gave unrealistic
-   backgrounds). Our composite is black outside the objects, so `init: scene` (default)
+   backgrounds). With a background photo (the recipe's `backgrounds`) `init: photo` (the
+   default there) does exactly that: the photo blurred by radius 1, the objects over it.
+   Without one, our composite is black outside the objects, so `init: scene` (default)
    paints the planned scene with the offline repainter (`scene_options`, same seed and
    boxes: wall or sky, textured ground in perspective, contact shadows) behind the
    objects and blurs that background by `init_blur` (Gaussian sigma in pixels at 1024):
@@ -53,6 +55,8 @@ from pydantic import Field, field_validator
 from gen4gen.infra.errors import BadInput
 from gen4gen.models import hf, lifecycle
 from gen4gen.models.options import Options, parse
+from gen4gen.models.backgrounds import soften
+from gen4gen.models.contracts import Backdrop
 from gen4gen.models.repaint.repainter import OfflineRepainter
 
 # Against the artefacts inpainting tends to make; kept under CLIP's 77 tokens (the paper's
@@ -93,7 +97,8 @@ class DiffusionOptions(Options):
     prompt: str = "a realistic photo of {scene}"
     negative_prompt: str = NEGATIVE_PROMPT
     mask_blur: int = Field(default=5, ge=1, le=101)
-    init: Literal["scene", "grey"] = "scene"
+    # None: "photo" for a sample with a background photo, else "scene".
+    init: Literal["photo", "scene", "grey"] | None = None
     init_blur: float = Field(default=2.0, ge=0.0)
     scene_options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(default=4, ge=1, le=64)
@@ -217,8 +222,8 @@ class DiffusionRepainter:
 
     # ------------------------------------------------------------------ public
 
-    def repaint(self, composite, mask, scene: str, seed: int, boxes) -> np.ndarray:
-        return self.repaint_batch([composite], [mask], [scene], [seed], [boxes])[0]
+    def repaint(self, composite, mask, scene: str, seed: int, boxes, backdrop: Backdrop | None = None) -> np.ndarray:
+        return self.repaint_batch([composite], [mask], [scene], [seed], [boxes], [backdrop])[0]
 
     def repaint_batch(
         self,
@@ -227,6 +232,7 @@ class DiffusionRepainter:
         scenes: list[str],
         seeds: list[int],
         boxes: list[list[tuple[int, int, int, int]]],
+        backdrops: list[Backdrop | None] | None = None,
     ) -> list[np.ndarray]:
         """Each composite with its background repainted; objects' solid pixels exact.
 
@@ -240,18 +246,28 @@ class DiffusionRepainter:
         for start in range(0, n, self.batch_size):
             sl = slice(start, start + self.batch_size)
             inits, checked = [], []
-            for c, m, s, sd, b in zip(composites[sl], masks[sl], scenes[sl], seeds[sl], boxes[sl]):
+            photos = (backdrops or [None] * n)[sl]
+            for c, m, s, sd, b, p in zip(composites[sl], masks[sl], scenes[sl], seeds[sl], boxes[sl], photos):
                 m = OfflineRepainter._check(c, m, s, sd, b)
                 checked.append(m)
-                inits.append(self.start_image(c, m, s, sd, b))
+                inits.append(self.start_image(c, m, s, sd, b, p))
             generated = self.generate(inits, checked, scenes[sl], seeds[sl])
             out += [self.finish(c, m, i, g) for c, m, i, g in zip(composites[sl], checked, inits, generated)]
         return out
 
-    def start_image(self, composite, mask, scene: str, seed: int, boxes) -> np.ndarray:
-        """The image the diffusion starts from: the objects over the planned scene
+    def start_image(self, composite, mask, scene: str, seed: int, boxes, backdrop: Backdrop | None = None) -> np.ndarray:
+        """The image the diffusion starts from: the objects over the sample's background
+        photo blurred by radius 1 (`photo`, as the paper does), over the planned scene
         (slightly blurred), or over flat grey."""
-        if self.options.init == "grey":
+        init = self.options.init or ("photo" if backdrop is not None else "scene")
+        if init == "photo":
+            if backdrop is None:
+                raise BadInput(f"scene {scene!r}", "init 'photo' needs a background photo: the recipe has no "
+                               "backgrounds for this sample", code="no_background")
+            a = mask[..., None]
+            photo = soften(backdrop.image, 1.0).astype(np.float32)
+            return (a * composite + (1 - a) * photo).round().clip(0, 255).astype(np.uint8)
+        if init == "grey":
             a = mask[..., None]
             return (a * composite + (1 - a) * 128.0).round().clip(0, 255).astype(np.uint8)
         init = self.scene_painter.repaint(composite, mask, scene, seed, boxes)

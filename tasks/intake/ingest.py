@@ -152,8 +152,37 @@ def _inside(root: Path, folder: Path, named_in: Path) -> Path:
     return folder
 
 
+BACKGROUNDS_DIR = "backgrounds"  # beside the concept folders: `backgrounds/<scene>/*.jpg`
+
+
 def _dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # The background photos' folder is not a category of concepts.
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.name != BACKGROUNDS_DIR)
+
+
+@dataclass
+class FoundScene:
+    scene: str  # the scene words, from the folder's name
+    folder: Path
+    photos: list[Path]
+
+
+def read_backgrounds(root: Path) -> list[FoundScene]:
+    """Background photos by scene: `root/<scene folder>/*.jpg`, the folder's name giving the
+    scene words (models/backgrounds.py: scene_words); each photo checked as a concept's is."""
+    from gen4gen.models.backgrounds import scene_words
+
+    if not root.is_dir():
+        raise IngestError(f"{root}: not a folder" if root.exists() else f"{root}: not found")
+    scenes = [FoundScene(scene_words(category_word(d.name)), d, photos_in(d)) for d in _dirs(root)]
+    if not scenes:
+        raise IngestError(f"{root}: no scene folders (expected {root}/<scene>/*.jpg, e.g. garden/, living_room/)")
+    words = [s.scene for s in scenes]
+    twice = sorted({w for w in words if words.count(w) > 1})
+    if twice:
+        raise IngestError(f"{root}: two folders give the scene {twice[0]!r}; rename one")
+    return scenes
 
 
 # --------------------------------------------------------------------------- layouts

@@ -126,6 +126,50 @@ def test_the_start_image_is_the_scene_behind_the_objects(sdxl):
     assert init[mask == 0].mean() > 30 and init[mask == 0].std() > 3  # a painted scene, not black
 
 
+def test_with_a_background_photo_the_pipeline_starts_from_it_blurred_with_the_objects(sdxl, monkeypatch):
+    """The paper's start: the background photo, Gaussian radius 1, the objects over it. What
+    the base pipeline (diffusers' own __call__) receives is recorded on its way in."""
+    from gen4gen.models.backgrounds import soften
+    from gen4gen.models.contracts import Backdrop
+
+    composite, mask, boxes = _sample()
+    rng = np.random.default_rng(5)
+    photo = cv2_smooth(rng.integers(0, 256, (CANVAS, CANVAS, 3), dtype=np.uint8))
+    seen = {}
+    base_call = type(sdxl.base).__call__
+
+    def spy(pipe, *args, **kwargs):
+        seen.setdefault("image", kwargs["image"])
+        return base_call(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(type(sdxl.base), "__call__", spy)
+    out = sdxl.repaint_batch([composite], [mask], ["in a garden"], [3], [boxes], [Backdrop(photo, 0.0)])[0]
+    received = np.asarray(seen["image"][0]).astype(int)  # at the model size, resized by the backend
+    want = sdxl.start_image(composite, mask, "in a garden", 3, boxes, Backdrop(photo, 0.0))
+    expected = sdxl._resize(want, received.shape[1], received.shape[0]).astype(int)
+    np.testing.assert_array_equal(received, expected)
+    # ... and that start image is the photo blurred by radius 1 outside the objects, the objects inside.
+    outside = mask == 0
+    np.testing.assert_array_equal(want[outside], soften(photo, 1.0)[outside])
+    np.testing.assert_array_equal(want[mask >= 1.0], composite[mask >= 1.0])
+    assert sdxl.options.init is None and sdxl.options.strength == 0.9 and sdxl.options.refiner_start == 0.75
+    np.testing.assert_array_equal(out[mask >= 1.0], composite[mask >= 1.0])
+
+
+def test_init_photo_without_a_background_is_a_bad_input_of_that_sample(sdxl):
+    from gen4gen.infra.errors import BadInput
+
+    composite, mask, boxes = _sample()
+    with pytest.raises(BadInput, match="needs a background photo"):
+        _like(sdxl, init="photo").start_image(composite, mask, "in a garden", 3, boxes)
+
+
+def cv2_smooth(img):
+    import cv2
+
+    return cv2.GaussianBlur(img, (0, 0), 3)
+
+
 def test_sd15_inpainting_as_the_lighter_option(folders):
     r = registry.load("repaint", "sd-inpaint", {"model": folders["sd"], **FAST})
     composites, masks, scenes, seeds, boxes = _batch(2)
