@@ -28,7 +28,7 @@ from gen4gen.flows.checks import check_stages
 from gen4gen.models import hf, registry
 from gen4gen.models.segment.weights import WeightsMissing, resolve_config
 from gen4gen.tasks.publishing import ownership
-from gen4gen.tasks.pipeline import SAMPLE_STAGES, jobs as stage_jobs, own_cutouts
+from gen4gen.tasks.pipeline import SAMPLE_STAGES, background_note, jobs as stage_jobs, own_cutouts
 from gen4gen.tasks.plan import PLAN, plan_task
 from gen4gen.tasks.publishing.publish import collect_task, publish_task
 from gen4gen.tasks.views.report import read_decisions
@@ -80,7 +80,7 @@ def generate(config: str | DatasetConfig, out: str | None = None) -> Manifest:
     # Once, before any key: `auto` becomes the segmenter that runs (isnet where its weights
     # are, else offline with a warning: on the console and in the run's log).
     cfg, notes = resolve_config(cfg)
-    for note in notes:
+    for note in notes + background_note(cfg):
         get_run_logger().warning(note)
     check_stages(cfg)
     # A deployment does not go through the CLI: the folder is checked to be ours here too.

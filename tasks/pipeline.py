@@ -54,12 +54,21 @@ def own_cutouts(job: Job, cutouts: dict[str, list[Cutout]]) -> dict[str, list[Cu
     return {cid: cutouts[cid] for cid in job.composition.concepts}
 
 
+def background_note(config: DatasetConfig) -> list[str]:
+    """What a run says once when its recipe brings no background photos."""
+    if config.backgrounds:
+        return []
+    return ["no background photos in the recipe: every sample gets a procedural scene. Real photos by scene "
+            "(`backgrounds:` in the recipe, or `gen4gen init --backgrounds DIR`) are what the paper starts "
+            "from and make finals a person would keep (README, 'Backgrounds')"]
+
+
 def run_local(config: DatasetConfig, out: str | None = None, refresh: bool = False,
               publish: bool = True) -> tuple[Manifest | None, dict[str, list[Sample]], dict[str, list[Cutout]]]:
     """Every stage in a plain loop, then publish: (manifest, samples per composition, cut-outs)."""
     out = out or config.out
     config, notes = resolve_config(config)  # `auto` -> the segmenter that runs, before any key
-    for note in notes:
+    for note in notes + background_note(config):
         logging.getLogger("gen4gen").warning(note)
     check_backends(config)
     cutouts = {c.id: segment_concept(c, out, config.stages.segment, refresh) for c in config.concepts}

@@ -177,3 +177,28 @@ def test_associate_offline_is_deterministic_and_skips_taken(tmp_path):
     taken = {frozenset(c["concepts"]) for c in raw["compositions"]}
     assert taken.isdisjoint(frozenset(c["concepts"]) for c in proposed)
     DatasetConfig.model_validate(raw | {"compositions": raw["compositions"] + proposed})
+
+
+def test_background_photos_beside_the_concepts_or_from_backgrounds_dir(tmp_path):
+    root = tmp_path / "photos"
+    photos(root / "dog" / "rex", seed=1)
+    photos(root / "cup" / "blue", seed=2)
+    photos(root / "backgrounds" / "living_room", n=1, seed=3)
+    photos(root / "backgrounds" / "garden", n=2, seed=4)
+    recipe = tmp_path / "recipe.yaml"
+    done = gen4gen("init", str(root), "--out", str(recipe))
+    assert done.returncode == 0, done.stderr
+    config = load_config(str(recipe))
+    # The backgrounds folder is not a category of concepts; its folders are scenes.
+    assert sorted(c.category for c in config.concepts) == ["cup", "dog"]
+    assert {b.scene: len(b.photos) for b in config.backgrounds} == {"in a garden": 2, "in the living room": 1}
+    assert "photos/backgrounds/garden/00.jpg" in recipe.read_text()  # relative to the recipe
+    other = tmp_path / "elsewhere"
+    photos(other / "beach", n=1, seed=5)
+    done = gen4gen("init", str(root), "--out", str(recipe), "--force", "--backgrounds", str(other))
+    assert done.returncode == 0, done.stderr
+    assert [b.scene for b in load_config(str(recipe)).backgrounds] == ["on a beach"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = gen4gen("init", str(root), "--out", str(recipe), "--force", "--backgrounds", str(empty))
+    assert done.returncode == 2 and "no scene folders" in done.stderr
