@@ -106,6 +106,22 @@ def harmonise(rgb: np.ndarray, mask: np.ndarray, around: np.ndarray, light: floa
     return np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0, 0, 255)
 
 
+def fill_cut_edges(mask: np.ndarray, cut: tuple[str, ...], depth: int = 4) -> np.ndarray:
+    """Along a side its photo cut, the object continues past the canvas's edge: its last rows
+    (or columns) take the solid mask from just inside, not the segmenter's fade at the frame."""
+    mask = mask.copy()
+    d = min(depth, *mask.shape) - 1
+    if d <= 0:
+        return mask
+    if "bottom" in cut:
+        mask[-d:] = np.maximum(mask[-d:], mask[-d - 1])
+    if "left" in cut:
+        mask[:, :d] = np.maximum(mask[:, :d], mask[:, d : d + 1])
+    if "right" in cut:
+        mask[:, -d:] = np.maximum(mask[:, -d:], mask[:, -d - 1 : -d])
+    return mask
+
+
 def depth_order(boxes: list[Box]) -> list[int]:
     """Indices in paste order on a photo: far (base higher up) first, so nearer objects
     cover farther ones, as they would."""
@@ -135,6 +151,7 @@ def compose(canvas: int, layers: list[tuple[Box, np.ndarray, np.ndarray]], backg
         box, rgb, mask = layers[i]
         rgb, mask, x, y = fit_into_box(rgb, main_body(mask), box, (cuts or {}).get(box.concept, ()))
         rgb, mask = clean_edges(rgb, mask)
+        mask = fill_cut_edges(mask, (cuts or {}).get(box.concept, ()))
         if background is not None:
             around = background[max(0, box.y - box.h // 2) : box.y + box.h, max(0, box.x - box.w // 2) : box.x + box.w * 3 // 2]
             rgb = harmonise(rgb, mask, around, light)

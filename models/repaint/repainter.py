@@ -342,8 +342,8 @@ class OfflineRepainter:
             shade = np.zeros((h, w), np.float32)
             for box in boxes:
                 part = _object_in_box(mask, box)
-                if part is None:
-                    continue
+                if part is None or part.base >= h - 2:
+                    continue  # its base is out of the picture (a close-up the frame cut): no shadow in view
                 shade = np.maximum(shade, self._cast_shadow(part, backdrop.light))
                 shade = np.maximum(shade, self._contact_shadow(part))
             bg *= (1.0 - min(1.0, 2 * self.shadow) * shade)[..., None]
