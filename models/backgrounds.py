@@ -23,11 +23,12 @@ All of it is numpy and OpenCV on a small copy: milliseconds per photo.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from gen4gen.infra.storage import read_photo
+from gen4gen.infra.storage import read_bytes, read_photo
 
 GROUND_BANDS = 32  # column bands the ground line is kept in (a plan record stays small)
 WORK_SIDE = 128  # the estimate runs on a copy this size
@@ -90,6 +91,36 @@ def cover_crop(rgb: np.ndarray, side: int) -> np.ndarray:
 def read_view(uri: str, side: int) -> np.ndarray:
     """A background photo (bounded, checked read: infra/storage.py) as a side x side canvas."""
     return cover_crop(read_photo(uri), side)
+
+
+MAX_SOURCES_BYTES = 2**20  # an attribution file is small
+
+
+def attribution(photo: str) -> str | None:
+    """Where a background photo comes from and its licence, from a `SOURCES.csv` beside it or
+    in the folder above (columns `file`, `licence`, `author_attribution`, `source_repo`,
+    `source_path`, as ../shared/backgrounds/ has them; `file` relative to that folder)."""
+    folder, name = photo.rsplit("/", 1)
+    for where, rel in ((folder, name), (folder.rsplit("/", 1)[0], f"{folder.rsplit('/', 1)[-1]}/{name}")):
+        row = _sources(where).get(rel)
+        if row is not None:
+            parts = [row.get("licence"), row.get("author_attribution"),
+                     "/".join(filter(None, (row.get("source_repo"), row.get("source_path"))))]
+            return "; ".join(p.strip() for p in parts if p and p.strip())
+    return None
+
+
+@lru_cache(maxsize=256)
+def _sources(folder: str) -> dict[str, dict]:
+    """A folder's SOURCES.csv by its `file` column (read once per process); {} when absent."""
+    import csv
+    import io
+
+    try:
+        text = read_bytes(f"{folder}/SOURCES.csv", limit=MAX_SOURCES_BYTES).decode("utf-8", "replace")
+    except Exception:  # none there, or unreadable: no attribution from it
+        return {}
+    return {row["file"]: row for row in csv.DictReader(io.StringIO(text)) if row.get("file")}
 
 
 def soften(rgb: np.ndarray, radius: float = 1.0) -> np.ndarray:

@@ -37,6 +37,7 @@ FEATURES = [  # metadata.jsonl's columns (tasks/publishing/publish.py: metadata_
 ]
 FALLBACK_WORD = "object"  # one CLIP token; the initializer of a category with no one-token word
 SCRIPT = "$DIFFUSERS/examples/custom_diffusion/train_custom_diffusion.py"  # in the user's clone
+MAX_LISTED = 100  # background photos named on the card; a card stays small at any recipe size
 SECRET_WORDS = ("key", "secret", "password", "token", "credential")  # option names never shown
 
 
@@ -73,6 +74,27 @@ def cutouts_line(config: DatasetConfig) -> str:
     return f"- cut-outs: made by `{seg['backend']}`"
 
 
+def background_lines(config: DatasetConfig, credits: dict[str, str | None]) -> list[str]:
+    """The background photos the samples stand on, each with its source and licence where an
+    attribution file beside it says (models/backgrounds.py: attribution)."""
+    if not config.backgrounds:
+        return ["- backgrounds: procedural scenes (the recipe brings no background photos)"]
+    lines = ["", "## Background photos", "",
+             "Each sample stands on one of these photos (the plan records which); their licences are their owners':", ""]
+    listed = 0
+    for bg in config.backgrounds:
+        for photo in bg.photos:
+            listed += 1
+            if listed > MAX_LISTED:
+                continue
+            credit = credits.get(photo)
+            lines.append(f"- {bg.scene}: `{photo.rsplit('/', 1)[-1]}`" + (f" ({credit})" if credit else
+                                                                        " (no attribution file beside it)"))
+    if listed > MAX_LISTED:
+        lines.append(f"- ... and {listed - MAX_LISTED} more (the recipe lists every one)")
+    return lines
+
+
 def header(config: DatasetConfig, kept: int) -> dict:
     return {
         "license": config.license or "other",
@@ -94,7 +116,7 @@ def header(config: DatasetConfig, kept: int) -> dict:
 
 
 def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[CompositionStats],
-                 base_model: str = BASE_MODEL) -> bytes:
+                 base_model: str = BASE_MODEL, credits: dict[str, str | None] | None = None) -> bytes:
     """The card of a version: from its manifest, or (while publishing, before the manifest
     exists) from its compositions' counts; the recipe's hash is the manifest's. `config` is
     the recipe as the run resolved it; one still saying `segment: auto` is resolved here as a
@@ -150,6 +172,7 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         shown = yaml.safe_dump(opts, default_flow_style=True, width=1000).strip() if opts else "{}"
         lines.append(f"- {family}: backend `{stage.backend}`, options `{shown}`")
     lines.append(cutouts_line(config))
+    lines += background_lines(config, credits or {})
     lines += [
         "",
         "Every sample, kept or not, with its reasons is in `{composition}/samples-*.jsonl`; `manifest.json` "

@@ -36,6 +36,7 @@ from gen4gen.infra.storage import (
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample, SampleSet
 from gen4gen.models.segment.weights import as_run, describe_segmenter
 from gen4gen.tasks.publishing import ownership
+from gen4gen.models.backgrounds import attribution
 from gen4gen.tasks.publishing.card import dataset_card
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import STAGES_DIR, stage_seconds, take
@@ -351,7 +352,8 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     index = "".join(lines).encode()
     concepts = json.dumps(concepts_list(config, {st.composition: st.kept for st in stats}), indent=2).encode()
     entry_points = {"metadata.jsonl": index, "concepts_list.json": concepts}
-    entry_points["README.md"] = dataset_card(config, stats)  # the dataset card (tasks/publishing/card.py), listed as they are
+    credits = {p: attribution(p) for bg in config.backgrounds for p in bg.photos}
+    entry_points["README.md"] = dataset_card(config, stats, credits=credits)  # the dataset card (tasks/publishing/card.py), listed as they are
     # The manifest lists immutable, content-named copies of the index files; the copies at
     # the top (what imagefolder and the training script open) are rewritten after it. So at
     # any moment every file the current manifest lists exists with its hash.

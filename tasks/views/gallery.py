@@ -37,7 +37,7 @@ LINK_SECONDS = 7 * 24 * 3600  # presigned links last a week, the life of a run i
 DROPPED_ROWS = 20  # dropped and failed samples shown with their reasons (the first ones)
 KEPT_ROWS = 8  # kept samples shown, spread evenly over the composition
 DETAIL_CHARS = 200  # a reason's detail is cut here: a traceback-sized detail must not grow the artifact
-VIEW_FORMAT = 1  # bump when the cached view's fields change
+VIEW_FORMAT = 2  # bump when the cached view's fields change
 
 
 def gallery_key(config: DatasetConfig, composition: str) -> str:
@@ -92,8 +92,11 @@ def _chosen(samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     return bad, [kept[int(i * step)] for i in range(min(KEPT_ROWS, len(kept)))]
 
 
-def gallery_view(out: str, stats: CompositionStats, photos: dict[str, Cutout]) -> dict:
-    """The rows a gallery shows, thumbnails made; read back when the shard is unchanged."""
+def gallery_view(out: str, stats: CompositionStats, photos: dict[str, Cutout],
+                 backgrounds: frozenset[str] = frozenset()) -> dict:
+    """The rows a gallery shows, thumbnails made; read back when the shard is unchanged.
+    `backgrounds`: the recipe's background photos; those the samples stand on are
+    thumbnailed too, for the report (a URI a record names is read only when the recipe has it)."""
     cache = join(out, THUMBS, stats.composition, f"gallery-{stats.shard_sha256[:16]}.json")
     if exists(cache):
         try:
@@ -102,12 +105,16 @@ def gallery_view(out: str, stats: CompositionStats, photos: dict[str, Cutout]) -
                 return view
         except (BadInput, ValueError):
             pass  # unreadable: build it again
-    bad, kept = _chosen(read_shard(out, stats))
+    samples = read_shard(out, stats)
+    bad, kept = _chosen(samples)
+    used = {(s.plan.background.photo, s.plan.background.sha256) for s in samples
+            if s.plan.background is not None and s.plan.background.photo in backgrounds}
     view = {
         "format": VIEW_FORMAT,
-        # Every photo of the composition's concepts, for the report (made once per photo).
-        "photos": {uri: rel for uri, cut in sorted(photos.items())
-                   if (rel := _thumbnail(out, cut.photo_sha256, uri, photo=True)[0])},
+        # Every photo of the composition's concepts, and the background photos its samples
+        # stand on, for the report (made once per photo).
+        "photos": {uri: rel for uri, sha in sorted({(u, c.photo_sha256) for u, c in photos.items()} | used)
+                   if (rel := _thumbnail(out, sha, uri, photo=True)[0])},
         "dropped": [_row(s, out, photos) for s in bad],
         "kept": [_row(s, out, photos) for s in kept],
     }
@@ -149,7 +156,8 @@ def write_gallery(config: DatasetConfig, out: str, stats: CompositionStats, phot
     """Make (or read back) the composition's view and publish its artifact; returns the key."""
     key = gallery_key(config, stats.composition)
     create_markdown_artifact(
-        gallery_markdown(config, out, stats, gallery_view(out, stats, photos)), key=key,
+        gallery_markdown(config, out, stats, gallery_view(
+            out, stats, photos, frozenset(p for bg in config.backgrounds for p in bg.photos))), key=key,
         description=f"{config.name} {config.version}: {stats.composition}, counts and a sample of its images",
     )
     return key

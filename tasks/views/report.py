@@ -552,7 +552,8 @@ def report_view(
 def _photo_thumbs(version, thumbs, pool, allowed) -> dict[str, Thumb]:
     """Each source photo's thumbnail, once however many samples show it."""
     stored = _stored_photos(version)
-    photos = sorted({u for s in version.samples for cid, u in s.plan.photos.items() if cid in s.concepts})
+    photos = sorted({u for s in version.samples for cid, u in s.plan.photos.items() if cid in s.concepts}
+                    | {s.plan.background.photo for s in version.samples if s.plan.background is not None})
     return dict(zip(photos, pool.map(lambda u: thumbs.photo(u, stored.get(u), allowed), photos)))
 
 
@@ -590,6 +591,9 @@ def _row(s: Sample, thumbs: dict[str, Thumb], photo_thumbs, photo_class, comps, 
     """One sample as a compact array (tasks/views/report.js: draw): a few hundred bytes linked."""
     pics = [[cid, photo_class[u] if photo_thumbs[u].src else None, f"{cid}: {u}", _cell(photo_thumbs[u])]
             for cid in s.concepts if (u := s.plan.photos.get(cid))]
+    if s.plan.background is not None and (u := s.plan.background.photo) in photo_thumbs:
+        pics.append(["background", photo_class[u] if photo_thumbs[u].src else None, f"background ({s.plan.scene}): {u}",
+                     _cell(photo_thumbs[u])])
     return [s.id, comps.index(s.composition), s.status, 1 if new else 0, s.plan.scene, s.caption,
             [[r.code, r.stage, r.detail] for r in s.reasons], pics, [_cell(thumbs[k]) for k in STAGES]]
 
