@@ -91,7 +91,14 @@ def measure(mask: np.ndarray, rgb: np.ndarray) -> dict[str, float]:
     colour = lab[m].mean(axis=0) * np.array([100 / 255, 1, 1], np.float32) - np.array([0, 128, 128])
     contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.contourArea(cv2.convexHull(np.vstack(contours)))
+    # The base: how far the mask's lowest row is from the frame's bottom, and how much of the
+    # object's width its next-lowest row spans (a body cut straight by a blanket's or a
+    # table's edge just above the frame ends in a wide straight line).
+    bottom = int(ys.max())
+    base_row = m[max(int(ys.min()), bottom - 1)]
     return out | {
+        "base_gap": float((sh - 1 - bottom) / sh),
+        "base_width": float(base_row.sum() / bw),
         "solidity": float(min(1.0, total / hull)) if hull > 0 else 1.0,
         "parts": float((areas >= PIECE_SHARE * total).sum()),
         "second_part": float(areas[1] / total) if len(areas) > 1 else 0.0,
@@ -192,10 +199,19 @@ def _flag(code: str, detail: str) -> Reason:
 CUT_EDGE = 0.02
 
 
+# ... and a base this close to the frame's bottom (share of the photo's height) that is a
+# straight line this wide (share of the object's width) is cut there too (by a blanket's or
+# a table's edge): in a scene it must stand on the canvas's bottom edge, never in the middle.
+NEAR_BOTTOM, STRAIGHT_BASE = 0.1, 0.5
+
+
 def cut_edges(cutout: Cutout) -> tuple[str, ...]:
     """The frame edges of its photo that cut the object off."""
-    return tuple(side for side in ("bottom", "left", "right", "top")
-                 if cutout.measures.get(f"edge_{side}", 0.0) > CUT_EDGE)
+    m = cutout.measures
+    cut = [side for side in ("bottom", "left", "right", "top") if m.get(f"edge_{side}", 0.0) > CUT_EDGE]
+    if "bottom" not in cut and m.get("base_gap", 1.0) < NEAR_BOTTOM and m.get("base_width", 0.0) > STRAIGHT_BASE:
+        cut.insert(0, "bottom")
+    return tuple(cut)
 
 
 def placeable(cut: tuple[str, ...]) -> bool:

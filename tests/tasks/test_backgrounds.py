@@ -205,3 +205,17 @@ def test_a_pattern_is_expanded_when_the_recipe_is_read_and_one_that_matches_noth
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(raw))
     with pytest.raises(ConfigError, match="matches no image file"):
         load_config(str(tmp_path / "r.yaml"))
+
+
+def test_a_straight_base_just_above_the_frame_is_a_cut_like_the_frames_own():
+    from gen4gen.infra.records import Cutout
+    from gen4gen.tasks.cutouts import cut_edges, measure, placeable
+
+    mask = np.zeros((200, 200), np.float32)
+    mask[60:185, 40:160] = 1.0  # a body ending in a straight line 15 px above the frame (a blanket's edge)
+    m = measure(mask, np.zeros((200, 200, 3), np.uint8))
+    assert cut_edges(Cutout(photo="p", measures=m)) == ("bottom",)
+    round_base = np.zeros((200, 200), np.float32)
+    cv2.ellipse(round_base, (100, 120), (60, 60), 0, 0, 360, 1.0, -1)  # a round base: stands as it is
+    assert cut_edges(Cutout(photo="p", measures=measure(round_base, np.zeros((200, 200, 3), np.uint8)))) == ()
+    assert placeable(("bottom", "left")) and not placeable(("top",)) and not placeable(("left", "right"))
