@@ -18,7 +18,6 @@ files only, names inside `package/`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -185,5 +184,27 @@ def provenance(path: Path) -> dict[str, str]:
         return {}
 
 
-def describe(path: Path) -> str:
-    return json.dumps({"file": path.name, "sha256": file_sha256(path)})
+def in_use(detector: str, env: dict[str, str] | None = None) -> Path | None:
+    """The ONNX file a recipe's `stages.filter.classes.detector` runs, or None when the class
+    checks are off: `auto` is nanodet where the weights were fetched, off where not (as
+    `segment: auto` is isnet or offline); `nanodet` without them raises WeightsMissing."""
+    if detector == "off":
+        return None
+    path = weights_path(env)
+    if detector == "auto" and not path.is_file():
+        return None
+    return weights_file(None, env)
+
+
+def detector_id(path: Path | None) -> float:
+    """What measured a cut-out's classes, as a number for its float-only measures: the
+    weights' digest with the class map and the checks' code (0: no detector). A cached
+    cut-out measured by another is measured again (tasks/segment.py)."""
+    if path is None:
+        return 0.0
+    from gen4gen.models.registry import modules_hash
+
+    code = modules_hash(("gen4gen.models.detect.nanodet", "gen4gen.models.detect.checks"))
+    table = (Path(__file__).parent / "classes.csv").read_bytes()
+    h = hashlib.sha256(f"{file_sha256(path)}:{code}:".encode() + table).hexdigest()
+    return float(int(h[:12], 16))
