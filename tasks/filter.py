@@ -79,13 +79,22 @@ def class_reasons(sample: Sample, image, job: Job, detector) -> tuple[list[Reaso
     h, w = image.shape[:2]
     sx, sy = w / sample.plan.canvas, h / sample.plan.canvas
     placed = [class_checks.Placed(b.concept, job.config.concept(b.concept).category,
-                                  (b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy))
+                                  (b.x * sx, b.y * sy, (b.x + b.w) * sx, (b.y + b.h) * sy),
+                                  _alone(sample, b.concept, job))
               for b in sample.plan.boxes]
     found = detector.detect(image)
     classes = job.config.stages.filter.classes
     checked, measures = class_checks.final_checks(found, placed, (w, h), classes)
     measures.update(class_checks.detections_measures(found, (w, h), classes))
     return [Reason(code=code, stage=STAGE, detail=detail) for code, detail in checked], measures
+
+
+def _alone(sample: Sample, concept: str, job: Job) -> float | None:
+    """The concept's own-class score in the cut-out the sample was made from (None: not measured)."""
+    cut = job.cutouts.get(sample.plan.photos.get(concept, ""))
+    if cut is None or cut.measures.get("class_mapped") != 1.0:
+        return None
+    return cut.measures.get("class_own")
 
 
 def options(config: DatasetConfig, job: Job | None) -> dict:

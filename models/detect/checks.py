@@ -14,7 +14,8 @@ every check, and says so in its measures (`class_mapped` 0).
   clock, a backpack on a back).
 - `not_detected`: a mapped concept whose own class is not found (>= `found`) on the final
   where its box is (IoU >= `match_iou`); a box too small for the detector to see is not held
-  against it.
+  against it, nor is a concept the detector does not find in its own cut-out either (what
+  the check asks is whether making the final lost the concept).
 - `extra_object`: a person, an animal, or an object of a concept's class found (>= `found`)
   on the final where no concept's box is: brought in by a background, or painted by the
   repaint.
@@ -169,11 +170,13 @@ def _covered(det: tuple[float, float, float, float], box: tuple[float, float, fl
 
 @dataclass(frozen=True)
 class Placed:
-    """A concept on the final: its id, category and box (x0, y0, x1, y1, pixels)."""
+    """A concept on the final: its id, category, box (x0, y0, x1, y1, pixels), and the score
+    of its own class in the cut-out it was made from (None: not measured)."""
 
     concept: str
     category: str
     box: tuple[float, float, float, float]
+    alone: float | None = None
 
 
 def final_checks(detections: list[Detection], placed: list[Placed], size: tuple[int, int],
@@ -194,7 +197,10 @@ def final_checks(detections: list[Detection], placed: list[Placed], size: tuple[
         best = max(matches, default=0.0)
         measures[f"class_found.{p.concept}"] = round(best, 4)
         side = min(p.box[2] - p.box[0], p.box[3] - p.box[1]) * scale
-        if best < cfg.found and side >= MIN_SIDE_SEEN:
+        # A concept the detector does not find in its own clean cut-out either: its absence
+        # on the final says nothing about the final (the detector cannot see this object).
+        seen_alone = p.alone is None or p.alone >= cfg.found
+        if best < cfg.found and side >= MIN_SIDE_SEEN and seen_alone:
             reasons.append(("not_detected", f"{p.concept}: no {mapped.coco} found where its box is "
                                             f"(best {best:.2f} < {cfg.found:.2f})"))
     wanted = {PERSON} | ANIMALS | concept_classes

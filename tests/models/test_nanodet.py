@@ -262,6 +262,10 @@ def test_a_final_without_its_concept_or_with_an_extra_person_is_said_so():
     assert measures["extra_objects"] == 1  # a potted plant is scenery
     tiny = [checks.Placed("rex", "dog", (100, 100, 130, 130))]  # 12 px at the detector's 416
     assert checks.final_checks([], tiny, (1024, 1024), CFG)[0] == []
+    unseen = [checks.Placed("rex", "dog", (100, 100, 400, 400), alone=0.2)]  # not found in its cut-out either
+    assert checks.final_checks([], unseen, (1024, 1024), CFG)[0] == []
+    seen = [checks.Placed("rex", "dog", (100, 100, 400, 400), alone=0.6)]
+    assert [c for c, _ in checks.final_checks([], seen, (1024, 1024), CFG)[0]] == ["not_detected"]
 
 
 def test_detections_round_trip_through_the_float_measures():
