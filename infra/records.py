@@ -399,6 +399,11 @@ class ClassCheckConfig(Record):
         default=0.5, gt=0, lt=1,
         description="smallest score of a confident detection (0.5: COCO's overlap for a true match)",
     )
+    trace: float = Field(
+        default=0.2, ge=0.2, lt=1,
+        description="not_detected: a concept is missing from a final only when no detection of its class "
+                    "reaches this where its box is (absence is claimed on no trace; 0.2: the lowest kept)",
+    )
     match_iou: float = Field(
         default=0.3, gt=0, le=1, description="smallest overlap (IoU) of a detection with a concept's box"
     )

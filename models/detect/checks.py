@@ -12,8 +12,10 @@ every check, and says so in its measures (`class_mapped` 0).
   class (>= `clear`) while it does not find the concept's own (< `found`), or it is
   confident of a person in the cut-out of a concept that is not a person (a hand holding a
   clock, a backpack on a back).
-- `not_detected`: a mapped concept whose own class is not found (>= `found`) on the final
-  where its box is (IoU >= `match_iou`); a box too small for the detector to see is not held
+- `not_detected`: a mapped concept of which the final shows no trace (no detection of its
+  class >= `trace` where its box is, IoU >= `match_iou`): absence is claimed only when the
+  detector sees nothing of it, as a weak reading (a corgi scored cat 0.48, dog 0.30) is
+  still the concept there; a box too small for the detector to see is not held
   against it, nor is a concept the detector does not find in its own cut-out either (what
   the check asks is whether making the final lost the concept).
 - `extra_object`: a person, an animal, or an object of a concept's class found (>= `found`)
@@ -200,9 +202,10 @@ def final_checks(detections: list[Detection], placed: list[Placed], size: tuple[
         # A concept the detector does not find in its own clean cut-out either: its absence
         # on the final says nothing about the final (the detector cannot see this object).
         seen_alone = p.alone is None or p.alone >= cfg.found
-        if best < cfg.found and side >= MIN_SIDE_SEEN and seen_alone:
-            reasons.append(("not_detected", f"{p.concept}: no {mapped.coco} found where its box is "
-                                            f"(best {best:.2f} < {cfg.found:.2f})"))
+        if best < cfg.trace and side >= MIN_SIDE_SEEN and seen_alone:
+            alone = f"; in its cut-out {p.alone:.2f}" if p.alone is not None else ""
+            reasons.append(("not_detected", f"{p.concept}: no trace of a {mapped.coco} where its box is "
+                                            f"(best {best:.2f} < {cfg.trace:.2f}{alone})"))
     wanted = {PERSON} | ANIMALS | concept_classes
     extras = [d for d in detections if d.label in wanted and d.score >= cfg.found
               and all(_covered(d.box, p.box) < COVERED for p in placed)]

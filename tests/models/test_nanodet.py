@@ -253,6 +253,8 @@ def test_a_final_without_its_concept_or_with_an_extra_person_is_said_so():
     reasons, measures = checks.final_checks(ok, placed, (1024, 1024), CFG)
     assert reasons == [] and measures["class_found.rex"] == pytest.approx(0.7)
     assert "class_found.pot" not in measures  # teapot: no COCO class, not checked
+    weak = [det("dog", 0.25, (110, 120, 390, 400))]  # a weak reading is still a trace of it
+    assert checks.final_checks(weak, placed, (1024, 1024), CFG)[0] == []
     moved = [det("dog", 0.7, (600, 600, 900, 900))]  # a dog, but not where its box is
     codes = [c for c, _ in checks.final_checks(moved, placed, (1024, 1024), CFG)[0]]
     assert codes == ["not_detected", "extra_object"]
