@@ -342,3 +342,15 @@ def test_the_real_model_flags_a_background_with_a_dog_and_a_final_with_an_extra_
     placed = [checks.Placed("pot", "teapot", (50, 300, 250, 500))]
     codes = [c for c, _ in checks.final_checks(found, placed, (1024, 576), CFG)[0]]
     assert codes == ["extra_object"]
+
+
+def test_a_recipe_naming_nanodet_without_its_weights_fails_its_pre_flight_check(tmp_path):
+    from conftest import small_recipe
+    from gen4gen.flows.checks import check_stages
+    from gen4gen.infra.records import DatasetConfig
+
+    raw = small_recipe(tmp_path, samples=1, canvas=128)
+    check_stages(DatasetConfig.model_validate(raw))  # auto: no weights, no class checks, no error
+    raw["stages"] = {"filter": {"classes": {"detector": "nanodet"}}}
+    with pytest.raises(ValueError, match="gen4gen weights fetch nanodet"):
+        check_stages(DatasetConfig.model_validate(raw))
