@@ -354,3 +354,61 @@ def test_a_recipe_naming_nanodet_without_its_weights_fails_its_pre_flight_check(
     raw["stages"] = {"filter": {"classes": {"detector": "nanodet"}}}
     with pytest.raises(ValueError, match="gen4gen weights fetch nanodet"):
         check_stages(DatasetConfig.model_validate(raw))
+
+
+def test_the_filter_stage_drops_a_final_with_an_extra_person_and_keeps_a_clean_one(real, tmp_path, monkeypatch):
+    """The filter stage itself (tasks/filter.py) with the real detector from the cache: a dog
+    where its box is passes; a worn backpack's cut-out (a person) pasted where no concept
+    stands drops the sample with `extra_object`, and the detections are in its measures."""
+    from gen4gen.infra.records import Box, DatasetConfig, LayoutPlan, Sample
+    from gen4gen.infra.storage import join, write_png
+    from gen4gen.models.score.judge import RulesJudge
+    from gen4gen.tasks.filter import filter_samples
+    from gen4gen.tasks.stage import Job
+
+    monkeypatch.setenv("GEN4GEN_CACHE", REAL_CACHE)  # read only: where the fetched detector is
+    bg = np.asarray(Image.open(BACKGROUNDS / "park" / "umate_tree_lawn.jpg").convert("RGB").resize((1024, 1024)))
+
+    def paste(final: np.ndarray, subject: str, n: str, x: int, y: int, side: int) -> tuple[int, int, int, int]:
+        photo, mask = cutout(subject, n)
+        ys, xs = np.nonzero(mask >= 0.5)
+        crop = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        rgb = Image.fromarray(photo).crop(crop)
+        alpha = Image.fromarray((mask * 255).astype(np.uint8)).crop(crop)
+        s = side / max(rgb.size)
+        size = (round(rgb.size[0] * s), round(rgb.size[1] * s))
+        a = np.asarray(alpha.resize(size), np.float32)[..., None] / 255
+        part = final[y:y + size[1], x:x + size[0]]
+        final[y:y + size[1], x:x + size[0]] = (np.asarray(rgb.resize(size)) * a + part * (1 - a)).astype(np.uint8)
+        return x, y, size[0], size[1]
+
+    out = str(tmp_path / "out")
+    raw = {"name": "t", "canvas": 1024, "concepts": [
+        {"id": "rex", "category": "dog", "token": "<rex>", "photos": ["file:///rex.jpg"]},
+        {"id": "pot", "category": "teapot", "token": "<pot>", "photos": ["file:///pot.jpg"]}],  # no COCO class
+        "compositions": [{"id": "rex-pot", "concepts": ["rex", "pot"], "samples": 2}],
+        "stages": {"filter": {"classes": {"detector": "nanodet"}}}, "run": {"out": out}}
+    config = DatasetConfig.model_validate(raw)
+    samples = []
+    for i, extra in enumerate((False, True)):
+        final = bg.copy()
+        x, y, w, h = paste(final, "dog", "00", 80, 380, 520)
+        if extra:
+            paste(final, "backpack", "01", 640, 200, 420)
+        paths = {"repaint": f"final-{i}.png", "mask": f"mask-{i}.png"}
+        write_png(join(out, paths["repaint"]), final)
+        write_png(join(out, paths["mask"]), np.zeros((1024, 1024), np.float32))
+        boxes = [Box(concept="rex", x=x, y=y, w=w, h=h), Box(concept="pot", x=60, y=60, w=120, h=120)]
+        plan = LayoutPlan(composition="rex-pot", index=i, canvas=1024, scene="a park", seed=i, boxes=boxes,
+                          photos={"rex": "file:///rex.jpg", "pot": "file:///pot.jpg"})
+        samples.append(Sample(id=f"{i:05d}-abc", composition="rex-pot", concepts=["rex", "pot"],
+                              tokens=["<rex>", "<pot>"], plan=plan, paths=paths, caption="<rex> and <pot>",
+                              measures={"visible.rex": 1.0, "area.rex": 0.3, "visible.pot": 1.0, "area.pot": 0.3}))
+    job = Job(out=out, config=config, composition=config.compositions[0])
+    filter_samples(samples, job, RulesJudge())
+    clean, crowded = samples
+    assert clean.status == "kept", clean.reasons
+    assert clean.measures["class_found.rex"] >= CFG.found and clean.measures["extra_objects"] == 0
+    assert crowded.status == "dropped" and [r.code for r in crowded.reasons] == ["extra_object"]
+    assert "person" in crowded.reasons[0].detail
+    assert "person" in [d["label"] for d in checks.detections_from_measures(crowded.measures)]
