@@ -57,7 +57,7 @@ class Graph:
         except (KeyError, TypeError) as err:
             raise ConvertError(f"not a TF.js graph model ({type(err).__name__}: {err})") from None
         if not isinstance(raw, list) or len(raw) > MAX_NODES:
-            raise ConvertError("modelTopology.node is not a list of at most {MAX_NODES} nodes")
+            raise ConvertError(f"modelTopology.node is not a list of at most {MAX_NODES} nodes")
         self.nodes = [Node(str(n["name"]), str(n["op"]), [str(i) for i in n.get("input", [])],
                            dict(n.get("attr", {}))) for n in raw]
         self.consts = _read_weights(manifest, weights)
