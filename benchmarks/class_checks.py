@@ -132,7 +132,8 @@ def report(cut: dict, bgs: list[dict], run: dict | None, cfg, work: Path) -> Non
     console = Console(width=150)
     rows = cut["rows"]
     table = Table(title=f"Cut-outs (reference masks on grey): own class found (>= {cfg.found}) and flagged")
-    for col in ("subject", "category -> COCO", "found", "as the class itself", "flagged (good)", "flagged (ambiguous)", "top detection each"):
+    for col in ("subject", "category -> COCO", "found", "as the class itself", "flagged (good)",
+                "flagged (ambiguous)", "top detection each"):
         table.add_column(col, overflow="fold")
     for subject in dict.fromkeys(r["photo"].split("/")[0] for r in rows):
         mine = [r for r in rows if r["photo"].startswith(subject + "/")]

@@ -101,7 +101,8 @@ def options(config: DatasetConfig, job: Job | None) -> dict:
     """The backend's settings: the recipe's thresholds, and for a model judge where source
     photos' features are cached (beside the dataset, shared by its compositions)."""
     f = config.stages.filter
-    opts = f.model_dump(exclude={"backend", "vision", "drop_flagged_cutouts", "classes"})  # the stage's, not the judge's
+    # The stage's settings, not the judge's (the class checks run beside every judge).
+    opts = f.model_dump(exclude={"backend", "vision", "drop_flagged_cutouts", "classes"})
     if f.backend == "rules":
         for name in ("detect_threshold", "min_similarity"):  # the model judge's thresholds
             opts.pop(name)
