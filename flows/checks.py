@@ -11,6 +11,7 @@ import inspect
 
 from gen4gen.infra.records import DatasetConfig
 from gen4gen.models import registry
+from gen4gen.models.detect import weights as detect_weights
 from gen4gen.models.segment.weights import resolve_config
 from gen4gen.tasks.pipeline import check_backends
 
@@ -33,6 +34,8 @@ def check_stages(config: DatasetConfig) -> None:
     """
     # `auto` is checked as what it resolves to; an isnet stage without its weights fails here.
     config = resolve_config(config)[0]
+    # The class checks' detector: `nanodet` named without its weights fails here, not mid-run.
+    detect_weights.in_use(config.stages.filter.classes.detector)
     check_backends(config)  # every declared stage's backend, the filter's included
     for family in FAMILIES:
         stage = getattr(config.stages, family)

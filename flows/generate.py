@@ -103,7 +103,8 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
 
     with limits.submitting(cfg.run, SEGMENT.gpu(cfg)):
         segmented = segment_task.with_options(**opts).map(
-            cfg.concepts, unmapped(out), unmapped(cfg.stages.segment), unmapped(refresh))
+            cfg.concepts, unmapped(out), unmapped(cfg.stages.segment), unmapped(refresh),
+            unmapped(cfg.stages.filter.classes))
     progress.watch("segment", segmented)
     cut_lists = segmented.result()
     cutouts = {c.id: cuts for c, cuts in zip(cfg.concepts, cut_lists)}

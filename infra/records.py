@@ -405,6 +405,33 @@ class StageConfig(Record):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ClassCheckConfig(Record):
+    """The class checks (models/detect/checks.py): a COCO detector (NanoDet) asked what is in a
+    cut-out, a final and a background photo. Its scores are GFL quality scores (the class's
+    confidence times the box's expected overlap with a true object), so the bars are set by
+    what a score means, not fitted: ARCHITECTURE.md, "Class checks"."""
+
+    detector: Literal["auto", "nanodet", "off"] = Field(
+        default="auto", description="auto: nanodet where `gen4gen weights fetch nanodet` stored it, else off"
+    )
+    found: float = Field(
+        default=0.35, gt=0, lt=1,
+        description="smallest score that counts as found (the bar NanoDet's own demo draws boxes at)",
+    )
+    clear: float = Field(
+        default=0.5, gt=0, lt=1,
+        description="smallest score of a confident detection (0.5: COCO's overlap for a true match)",
+    )
+    trace: float = Field(
+        default=0.2, ge=0.2, lt=1,
+        description="not_detected: a concept is missing from a final only when no detection of its class "
+                    "reaches this where its box is (absence is claimed on no trace; 0.2: the lowest kept)",
+    )
+    match_iou: float = Field(
+        default=0.3, gt=0, le=1, description="smallest overlap (IoU) of a detection with a concept's box"
+    )
+
+
 class FilterConfig(Record):
     """The filter's backend (models/score/judge.py: `rules`, or `clip`: the rules then OWL-ViT +
     CLIP) and its thresholds, typed because they are what users tune; a sample breaking any
@@ -441,6 +468,10 @@ class FilterConfig(Record):
         default=True,
         description="drop a sample built from a photo whose cut-out failed its checks (tasks/cutouts.py); "
                     "false keeps it, the flags as notes (cut-outs looked at and accepted)",
+    )
+    classes: ClassCheckConfig = Field(
+        default_factory=ClassCheckConfig,
+        description="the class checks: cutout_class, not_detected, extra_object, background vetting",
     )
 
     @field_validator("vision")

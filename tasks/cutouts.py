@@ -13,7 +13,10 @@ go through them, per source photo, after segmentation:
 - `cutout_sprawl`: the mask fills little of its own convex outline (flowers, a tray and a
   cup around a vase: several things joined);
 - `cutout_odd`: unlike the concept's other photos in area, outline or colour, which is how
-  a backpack worn by a person or a clock held in a hand shows up.
+  a backpack worn by a person or a clock held in a hand shows up;
+- `cutout_class`: what a COCO detector sees in the cut-out is not the concept (another class
+  and not its own, or a person with an object that is not one): models/detect/checks.py,
+  where a detector runs (`stages.filter.classes`), for categories with a COCO class.
 
 The measures come from the mask and the photo once and are kept in the cut-out's record
 with this module's code version; a change here re-measures (cheap) but never re-segments,
@@ -31,7 +34,9 @@ import re
 import cv2
 import numpy as np
 
-from gen4gen.infra.records import Cutout, Reason
+from gen4gen.infra.records import ClassCheckConfig, Cutout, Reason
+from gen4gen.models import registry
+from gen4gen.models.detect import checks as class_checks
 from gen4gen.models.registry import modules_hash
 from gen4gen.models.segment.segmenter import PERSON_WORDS
 
@@ -108,6 +113,20 @@ def measure(mask: np.ndarray, rgb: np.ndarray) -> dict[str, float]:
     }
 
 
+def classes_of(mask: np.ndarray, rgb: np.ndarray, category: str, detector) -> dict[str, float]:
+    """The class measures of a cut-out (models/detect/checks.py: cutout_measures): {} when no
+    detector runs (`detector`: its weights file, or None) or the mask is empty."""
+    if detector is None:
+        return {}
+    if class_checks.coco_class(category).coco is None:
+        return {"class_mapped": 0.0}  # said once, not detected: no check would read it
+    shown = class_checks.cutout_image(rgb, mask)
+    if shown is None:
+        return {}
+    model = registry.load("detect", "nanodet", {"weights": str(detector)})
+    return class_checks.cutout_measures(model.detect(shown), category)
+
+
 def photo_flags(measures: dict[str, float], category: str | None = None) -> list[Reason]:
     """The checks that need only the photo's own mask. A person's photo is a portrait cut off
     by the bottom edge as a rule (the offline segmenter's person prior says so too): for
@@ -165,10 +184,17 @@ def odd_ones(measures: list[dict[str, float]]) -> dict[int, str]:
     return found
 
 
-def check_concept(cutouts: list[Cutout], category: str | None = None) -> list[Cutout]:
-    """The cut-outs with their flags: each photo's own checks, then the odd ones out."""
+def check_concept(cutouts: list[Cutout], category: str | None = None,
+                  classes: ClassCheckConfig | None = None) -> list[Cutout]:
+    """The cut-outs with their flags: each photo's own checks, the class check (where a
+    detector measured the cut-out), then the odd ones out."""
+    classes = classes or ClassCheckConfig()
     usable = [i for i, c in enumerate(cutouts) if c.usable and c.measures]
     flagged = {i: photo_flags(cutouts[i].measures, category) for i in usable}
+    for i in usable:
+        why = class_checks.cutout_class(cutouts[i].measures, category or "", classes)
+        if why:
+            flagged[i].append(_flag("cutout_class", why))
     # Only photos whose masks pass their own checks are compared: a failed one is no yardstick.
     clean = [i for i in usable if not flagged[i]]
     for k, reason in odd_ones([cutouts[i].measures for i in clean]).items():

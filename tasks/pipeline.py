@@ -71,7 +71,8 @@ def run_local(config: DatasetConfig, out: str | None = None, refresh: bool = Fal
     for note in notes + background_note(config):
         logging.getLogger("gen4gen").warning(note)
     check_backends(config)
-    cutouts = {c.id: segment_concept(c, out, config.stages.segment, refresh) for c in config.concepts}
+    cutouts = {c.id: segment_concept(c, out, config.stages.segment, refresh, config.stages.filter.classes)
+               for c in config.concepts}
     samples: dict[str, list[Sample]] = {}
     stats: list[CompositionStats] = []
     for cid, job in jobs(config, out, cutouts, refresh).items():

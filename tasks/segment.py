@@ -15,12 +15,13 @@ from prefect.cache_policies import NO_CACHE
 from gen4gen.infra import progress
 from gen4gen.infra.errors import BadInput
 from gen4gen.infra.limits import gpu_slot
-from gen4gen.infra.records import Concept, Cutout, Reason, StageConfig
+from gen4gen.infra.records import ClassCheckConfig, Concept, Cutout, Reason, StageConfig
 from gen4gen.infra.storage import (decode_image, exists, join, read_bytes, read_input, read_mask, sha256,
                                    to_rgb_alpha, write_bytes, write_png)
 from gen4gen.models import registry
 from gen4gen.models.contracts import Segmenter
 from gen4gen.tasks import cutouts as cutouts_checks
+from gen4gen.models.detect import weights as detect_weights
 from gen4gen.models.segment.weights import resolve_segment
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import IMAGE_FORMAT, KEY_LENGTH, Stage
@@ -55,12 +56,18 @@ def describe(photo: str, mask: np.ndarray) -> Cutout:
     return Cutout(photo=photo, bbox=bbox, coverage=round(coverage, 6))
 
 
-def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: bool = False) -> list[Cutout]:
+def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: bool = False,
+                    classes: ClassCheckConfig | None = None) -> list[Cutout]:
     """One Cutout per source photo of the concept, in order; failures recorded, never raised.
 
     Cached masks are read back; the photos still to do go through the model as one batch
-    (the model is loaded, and a GPU slot taken, only when there are some).
+    (the model is loaded, and a GPU slot taken, only when there are some). `classes`: the
+    recipe's class checks (`stages.filter.classes`): where a detector runs, each cut-out's
+    classes are measured with the rest (tasks/cutouts.py) and checked (`cutout_class`).
     """
+    classes = classes or ClassCheckConfig()
+    detector = detect_weights.in_use(classes.detector)
+    detector_id = detect_weights.detector_id(detector)
     # The segmenter that runs, its weights' digest in its options (the key follows the
     # weights); a no-op on a stage the run resolved already (models/segment/weights.py).
     stage = resolve_segment(stage)[0]
@@ -85,12 +92,17 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: boo
             if not refresh and exists(record_uri):
                 cached = Cutout.model_validate_json(read_bytes(record_uri))
                 cutouts[i] = cached.model_copy(update={"photo": photo})
-                if cached.usable and cached.measures.get("checks") != cutouts_checks.CHECKS_ID:
+                if cached.usable and (cached.measures.get("checks") != cutouts_checks.CHECKS_ID
+                                      or cached.measures.get("detector", 0.0) != detector_id):
                     stale.append((i, data))
             else:
                 todo.append((i, photo, sha, to_rgb_alpha(decode_image(data, photo))))
         except BadInput as err:
             cutouts[i] = Cutout(photo=photo, error=Reason(code=err.code, stage="segment", detail=str(err)))
+    def measured(mask: np.ndarray, rgb: np.ndarray) -> dict[str, float]:
+        found = cutouts_checks.classes_of(mask, rgb, concept.category, detector)
+        return {**cutouts_checks.measures_of(mask, rgb), **found, "detector": detector_id}
+
     masks: list[np.ndarray] = []
     if todo:
         with gpu_slot(registry.uses_gpu("segment", stage.backend)), \
@@ -102,18 +114,19 @@ def segment_concept(concept: Concept, out: str, stage: StageConfig, refresh: boo
         if cut.error is None:
             mask_path = entry(sha, "png")
             write_png(join(out, mask_path), mask)
-            cut = cut.model_copy(update={"mask": mask_path, "measures": cutouts_checks.measures_of(mask, rgb)})
+            cut = cut.model_copy(update={"mask": mask_path, "measures": measured(mask, rgb)})
         # The record is written after its mask: a record that exists points at a whole mask.
         write_bytes(join(out, entry(sha, "json")), cut.model_dump_json().encode())
         cutouts[i] = cut
     for i, data in stale:  # re-measured, not re-segmented: the checks are not the mask's code
         cut = cutouts[i]
         rgb = to_rgb_alpha(decode_image(data, cut.photo))[0]
-        cut = cut.model_copy(update={"measures": cutouts_checks.measures_of(read_mask(join(out, cut.mask)), rgb)})
+        cut = cut.model_copy(update={"measures": measured(read_mask(join(out, cut.mask)), rgb)})
         write_bytes(join(out, entry(cut.photo_sha256, "json")), cut.model_dump_json().encode())
         cutouts[i] = cut
     progress.advance(concept.id, "segment", len(concept.photos))
-    return cutouts_checks.check_concept([cutouts[i] for i in range(len(concept.photos))], concept.category)
+    return cutouts_checks.check_concept([cutouts[i] for i in range(len(concept.photos))], concept.category,
+                                        classes)
 
 
 def cutouts_by_photo(cutouts: dict[str, list[Cutout]], concepts: list[str]) -> dict[str, Cutout]:
@@ -130,5 +143,6 @@ SEGMENT = Stage(
 
 
 @task(name="segment", task_run_name="segment[{concept.id}]", cache_policy=NO_CACHE, persist_result=False)
-def segment_task(concept: Concept, out: str, stage: StageConfig, refresh: bool = False) -> list[Cutout]:
-    return segment_concept(concept, out, stage, refresh)
+def segment_task(concept: Concept, out: str, stage: StageConfig, refresh: bool = False,
+                 classes: ClassCheckConfig | None = None) -> list[Cutout]:
+    return segment_concept(concept, out, stage, refresh, classes)

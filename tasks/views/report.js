@@ -31,7 +31,7 @@
   }
 
   function draw(row) {
-    const [id, comp, verdict, isNew, scene, caption, reasons, pics, stages] = row;
+    const [id, comp, verdict, isNew, scene, caption, reasons, pics, stages, dets] = row;
     const composition = REPORT.compositions[comp];
     const art = el("article", { class: `sample ${verdict}${isNew ? " new" : ""}`, "data-id": id,
                                 "data-composition": composition, "data-verdict": verdict });
@@ -51,8 +51,16 @@
     }
     art.append(el("figure", { class: "stage" }, photos, el("figcaption", { text: "photos" })));
     stages.forEach((cell, i) => {
+      let shown = thumb(cell, STAGE_LABELS[i]);
+      if (i === stages.length - 1 && dets && dets.length && cell[0] !== null) {
+        // The detector's boxes over the final (0..1 of the image; finals are square).
+        shown = el("div", { class: "dets" }, shown, ...dets.map(([label, score, x0, y0, x1, y1]) =>
+          el("span", { class: "det", title: `${label} ${score.toFixed(2)}`,
+                       style: `left:${100 * x0}%;top:${100 * y0}%;width:${100 * (x1 - x0)}%;height:${100 * (y1 - y0)}%` },
+            el("i", { text: `${label} ${score.toFixed(2)}` }))));
+      }
       art.append(el("span", { class: "arrow", text: "→" }),
-        el("figure", { class: "stage" }, thumb(cell, STAGE_LABELS[i]), el("figcaption", { text: STAGE_LABELS[i] })));
+        el("figure", { class: "stage" }, shown, el("figcaption", { text: STAGE_LABELS[i] })));
     });
     const text = el("div", { class: "text" }, el("p", { class: "caption", text: caption || "(no caption)" }));
     if (reasons.length) {
@@ -61,6 +69,9 @@
         ul.append(el("li", {}, el("b", { text: code }), " ", el("span", { class: "small", text: `(${stage})` }), ` ${detail}`));
       }
       text.append(ul);
+    }
+    if (dets && dets.length) {
+      text.append(el("p", { class: "small", text: "detector: " + dets.map(([l, sc]) => `${l} ${sc.toFixed(2)}`).join(", ") }));
     }
     art.append(text);
     return art;

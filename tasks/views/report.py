@@ -38,6 +38,7 @@ from gen4gen.infra.storage import (
     decode_image, exists, filesystem, join, list_files, local_path, read_bytes, read_input, resolve, sha256,
     signed_url, write_bytes,
 )
+from gen4gen.models.detect.checks import detections_from_measures
 from gen4gen.tasks.publishing.publish import composition_stats, published_path
 from gen4gen.tasks.reader import load_json, read_manifest, read_shard
 from gen4gen.tasks.stage import STAGES_DIR
@@ -594,8 +595,12 @@ def _row(s: Sample, thumbs: dict[str, Thumb], photo_thumbs, photo_class, comps, 
     if s.plan.background is not None and (u := s.plan.background.photo) in photo_thumbs:
         pics.append(["background", photo_class[u] if photo_thumbs[u].src else None, f"background ({s.plan.scene}): {u}",
                      _cell(photo_thumbs[u])])
+    # What the class checks' detector saw on the final, for the dropped ones: why it was dropped
+    # is easier to judge with the boxes drawn (models/detect/checks.py keeps them in measures).
+    dets = [[d["label"], d["score"], *d["box"]] for d in detections_from_measures(s.measures)] \
+        if s.status == "dropped" else []
     return [s.id, comps.index(s.composition), s.status, 1 if new else 0, s.plan.scene, s.caption,
-            [[r.code, r.stage, r.detail] for r in s.reasons], pics, [_cell(thumbs[k]) for k in STAGES]]
+            [[r.code, r.stage, r.detail] for r in s.reasons], pics, [_cell(thumbs[k]) for k in STAGES], dets]
 
 
 # --------------------------------------------------------------------------- the page's view
