@@ -12,6 +12,7 @@ planner proposes for a composition are committed once too, so an LLM is asked on
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -25,6 +26,8 @@ from gen4gen.infra.records import (
 )
 from gen4gen.infra.storage import basename, decode_image, join, read_bytes, read_input, sha256, to_rgb_alpha, write_bytes
 from gen4gen.models import registry
+from gen4gen.models.detect import checks as class_checks
+from gen4gen.models.detect import weights as detect_weights
 from gen4gen.models.backgrounds import Ground, cover_crop, estimate_ground, ground_from_hint, light_side
 from gen4gen.models.contracts import LayoutRequest, PlannedObject, Planner
 from gen4gen.models.plan.planner import category_aspect
@@ -69,6 +72,52 @@ def background_pool(config: DatasetConfig, comp: Composition) -> list[tuple[str,
     return pool
 
 
+def vet_pool(job: Job, pool: list[tuple[str, str, float | None]]) -> tuple[list, dict[str, str]]:
+    """The pool without the photos the class checks' detector finds a person, an animal or an
+    object of one of the composition's categories in (models/detect/checks.py:
+    vet_background): such a photo would bring a thing no caption names. Returns the pool
+    kept and {photo: why} for those left out. Each verdict is kept beside the dataset
+    (`.cache/background/`, by the photo's bytes, the categories and the detector) and read
+    back by later runs. No detector: all kept. When every photo is left out the pool stays
+    whole and the samples on them are dropped with the reason (plan_composition)."""
+    config = job.config
+    classes = config.stages.filter.classes
+    weights = detect_weights.in_use(classes.detector)
+    if weights is None or not pool:
+        return pool, {}
+    categories = sorted({config.concept(c).category for c in job.composition.concepts})
+    detector_key = detect_weights.detector_id(weights)
+    flagged: dict[str, str] = {}
+    detector = None
+    for _, photo, _ in pool:
+        if photo in flagged:
+            continue
+        try:
+            data = read_input(photo)
+        except BadInput:
+            continue  # the samples on it fail with the photo named (plan_composition)
+        verdict_uri = join(job.out, ".cache", "background",
+                           f"{digest(sha256(data), categories, classes, detector_key)[:KEY_LENGTH]}.json")
+        try:
+            verdict = json.loads(read_bytes(verdict_uri))
+        except (BadInput, FileNotFoundError, ValueError):
+            if detector is None:
+                detector = registry.load("detect", "nanodet", {"weights": str(weights)})
+            try:
+                rgb = to_rgb_alpha(decode_image(data, photo))[0]
+            except BadInput:
+                continue
+            why, _ = class_checks.vet_background(detector, rgb, categories, classes)
+            verdict = {"photo": photo, "why": why}
+            write_bytes(verdict_uri, json.dumps(verdict).encode())
+        if isinstance(verdict, dict) and verdict.get("why"):
+            flagged[photo] = str(verdict["why"])
+    kept = [entry for entry in pool if entry[1] not in flagged]
+    for photo, why in flagged.items():
+        logging.getLogger("gen4gen").warning(f"background photo {photo} is not used for {job.composition.id}: {why}")
+    return kept or pool, flagged
+
+
 def read_background(uri: str, canvas: int, hint: float | None) -> tuple[Background, Ground]:
     """A background photo read (bounded, checked) and measured: its ground and light."""
     data = read_input(uri)
@@ -107,7 +156,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
     kinds = [PlannedObject(c.id, c.category, category_aspect(c.category), c.size) for c in concepts]
     scenes = comp.scenes or ([] if config.backgrounds else _scenes(job, kinds, base, committed))
 
-    pool = background_pool(config, comp)
+    pool, vetted = vet_pool(job, background_pool(config, comp))
     order = np.random.default_rng(sample_seed(config.seed, comp.id, -2)).permutation(len(pool)) if pool else []
     seen: dict[str, tuple[Background, Ground] | BadInput] = {}  # each photo read once per composition
 
@@ -139,6 +188,8 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
                 problem = Reason(code="bad_background", stage=STAGE, detail=str(found))
             else:
                 background, ground = found
+                if photo in vetted:
+                    problem = Reason(code="background_flagged", stage=STAGE, detail=f"{photo}: {vetted[photo]}")
             unplaceable = [cid for cid, cut in cuts.items() if not placeable(cut)]
             if problem is None and unplaceable:
                 cid = unplaceable[0]

@@ -219,3 +219,32 @@ def test_a_straight_base_just_above_the_frame_is_a_cut_like_the_frames_own():
     cv2.ellipse(round_base, (100, 120), (60, 60), 0, 0, 360, 1.0, -1)  # a round base: stands as it is
     assert cut_edges(Cutout(photo="p", measures=measure(round_base, np.zeros((200, 200, 3), np.uint8)))) == ()
     assert placeable(("bottom", "left")) and not placeable(("top",)) and not placeable(("left", "right"))
+
+
+SHARED_DOG = Path(__file__).resolve().parents[2].parent / "shared" / "realphotos" / "photos" / "dog" / "01.jpg"
+
+
+def test_a_background_photo_with_a_dog_in_it_is_never_used(tmp_path, monkeypatch):
+    """The real NanoDet (where `gen4gen weights fetch nanodet` stored it) vets the photos:
+    a lawn with a real dog photo pasted in is left out, the plain lawn is used."""
+    from conftest import REAL_CACHE
+    from gen4gen.models.detect import weights as detect_weights
+
+    if not detect_weights.weights_path(env={"GEN4GEN_CACHE": REAL_CACHE}).is_file():
+        pytest.skip("no NanoDet weights (gen4gen weights fetch nanodet)")
+    if not SHARED_DOG.is_file():
+        pytest.skip(f"no real dog photo at {SHARED_DOG}")
+    monkeypatch.setenv("GEN4GEN_CACHE", REAL_CACHE)  # read only: where the fetched detector is
+    clean = _photo(tmp_path / "lawn.png", 100, 1)
+    lawn = drawn_place(400, 200, seed=2).astype(np.float32)
+    dog = np.asarray(Image.open(SHARED_DOG).convert("RGB").resize((160, 160))).astype(np.float32)
+    mask = np.asarray(Image.open(str(SHARED_DOG).replace("/photos/", "/masks/").replace(".jpg", ".png"))
+                      .convert("L").resize((160, 160)))[..., None] / 255.0
+    lawn[220:380, 100:260] = dog * mask + lawn[220:380, 100:260] * (1 - mask)  # a dog standing on the lawn
+    Image.fromarray(lawn.astype(np.uint8)).save(tmp_path / "lawn-dog.png")
+    raw = _recipe(tmp_path, [clean, str(tmp_path / "lawn-dog.png")])
+    raw["stages"]["segment"] = {"backend": "offline"}
+    samples, _ = _run(raw)
+    assert {s.plan.background.photo for s in samples} == {clean}
+    verdicts = list((tmp_path / "out" / ".cache" / "background").glob("*.json"))
+    assert any("dog" in (v.read_text()) for v in verdicts)
