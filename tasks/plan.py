@@ -60,8 +60,10 @@ def settings(config: DatasetConfig, comp: Composition) -> dict:
 PLAN = Stage(name=STAGE, family="plan", contract=Planner, modules=("gen4gen.tasks.plan",), settings=settings)
 
 
-def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
-    """The composition's samples in index order, planned or read back from their records."""
+def plan_composition(job: Job, cutouts: dict[str, list[Cutout]], indices: range | None = None) -> list[Sample]:
+    """The composition's samples in index order, planned or read back from their records:
+    `indices` (a round's, tasks/targets.py), by default the first `samples`."""
+    indices = range(job.composition.samples) if indices is None else indices
     config, comp = job.config, job.composition
     concepts = [config.concept(cid) for cid in comp.concepts]
     base = digest(settings(config, comp), PLAN.code_version(config))
@@ -72,7 +74,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
 
     samples: dict[int, Sample] = {}
     todo: list[tuple[int, str, dict[str, Cutout], LayoutRequest]] = []
-    for index in range(comp.samples):
+    for index in indices:
         seed = sample_seed(config.seed, comp.id, index)
         rng = np.random.default_rng(seed)
         chosen = {c.id: choose_photo(rng, cutouts[c.id]) for c in concepts}
@@ -113,8 +115,8 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
             write_bytes(join(job.out, f"{STAGES_DIR}/{comp.id}/{STAGE}/{sample_id}.json"), sample.model_dump_json(exclude={"seconds"}).encode())
             samples[index] = sample
         progress.computed(comp.id, STAGE, len(todo))
-    progress.advance(comp.id, STAGE, comp.samples)
-    return [samples[i] for i in range(comp.samples)]
+    progress.advance(comp.id, STAGE, len(indices))
+    return [samples[i] for i in indices]
 
 
 def _scenes(job: Job, kinds: list[PlannedObject], base: str, committed: set[str]) -> list[str]:
@@ -136,5 +138,5 @@ def _scenes(job: Job, kinds: list[PlannedObject], base: str, committed: set[str]
 
 
 @task(name="plan", task_run_name="plan[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
-def plan_task(job: Job, cutouts: dict[str, list[Cutout]]) -> SampleSet:
-    return hand_on(job.out, STAGE, plan_composition(job, cutouts))
+def plan_task(job: Job, cutouts: dict[str, list[Cutout]], indices: range | None = None) -> SampleSet:
+    return hand_on(job.out, STAGE, plan_composition(job, cutouts, indices))
