@@ -22,7 +22,7 @@ from typing import Sequence
 import yaml
 
 from gen4gen.infra.records import CompositionStats, DatasetConfig, Manifest
-from gen4gen.infra.storage import sha256
+from gen4gen.infra.storage import resolve, scheme, sha256
 from gen4gen.models.segment.weights import as_run, describe_segmenter
 
 BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the paper's base (SD 1.5)
@@ -61,6 +61,22 @@ def _options(options: dict) -> dict:
     return {k: v for k, v in options.items() if not any(w in k.lower() for w in SECRET_WORDS) or k.endswith("_env")}
 
 
+# Where s3fs finds a non-AWS endpoint (MinIO, moto, ...): the variable botocore reads too.
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+
+
+def load_command(uri: str) -> str:
+    """Python that loads the version where it is. A local folder: by its path (the card's
+    configs). Any fsspec URI (s3://, gs://, ...): its Parquet shards, with `storage_options`
+    from the environment, since `datasets` takes a bare URI for a local folder name."""
+    if scheme(uri) == "file":
+        return f"datasets.load_dataset({resolve(uri).removeprefix('file://')!r})"
+    options = (f'{{"endpoint_url": os.environ.get("{ENDPOINT_ENV}")}}' if scheme(uri) == "s3" else "{}")
+    files = f"{resolve(uri).rstrip('/')}/data/*.parquet"
+    return (f'import datasets, os; ds = datasets.load_dataset("parquet", data_files={files!r}, '
+            f"storage_options={options})")
+
+
 def cutouts_line(config: DatasetConfig) -> str:
     """Which segmenter cut the objects out (as the manifest's `segmenter` says)."""
     seg = describe_segmenter(config.stages.segment)
@@ -94,7 +110,7 @@ def header(config: DatasetConfig, kept: int) -> dict:
 
 
 def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[CompositionStats],
-                 base_model: str = BASE_MODEL) -> bytes:
+                 base_model: str = BASE_MODEL, uri: str | None = None) -> bytes:
     """The card of a version: from its manifest, or (while publishing, before the manifest
     exists) from its compositions' counts; the recipe's hash is the manifest's. `config` is
     the recipe as the run resolved it; one still saying `segment: auto` is resolved here as a
@@ -124,20 +140,31 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         f"{kept} images kept of {planned} generated ({100 * kept / planned if planned else 0:.0f}%).",
         "",
         "```python",
-        "import datasets",
-        'ds = datasets.load_dataset("path/to/this/folder")["train"]   # or the hub repo it was pushed to',
+        *(["import datasets",
+           'ds = datasets.load_dataset("path/to/this/folder")["train"]   # or the hub repo it was pushed to']
+          if uri is None or scheme(uri) == "file" else
+          [load_command(uri) + '["train"]', f"# {ENDPOINT_ENV}: the endpoint of an S3-compatible store; "
+           "credentials as for any S3 client (AWS_ACCESS_KEY_ID, ...)"]),
         "```",
         "",
         "## Compositions",
         "",
-        "| composition | concepts | planned | kept | dropped | failed |",
-        "|---|---|---:|---:|---:|---:|",
+        "Target: kept images asked for (`keep`); attempts: samples planned over its rounds; yield: kept "
+        "over attempts. Near-copies of an earlier kept image are dropped (`near_duplicate`).",
+        "",
+        "| composition | concepts | target | kept | attempts | rounds | yield | dropped | failed | main reasons |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for comp in config.compositions:
         st = by_id.get(comp.id)
         names = ", ".join(f"`{config.concept(c).token}` {config.concept(c).category}" for c in comp.concepts)
-        counts = (st.planned, st.kept, st.dropped, st.failed) if st else (0, 0, 0, 0)
-        lines.append(f"| {comp.id} | {names} | " + " | ".join(map(str, counts)) + " |")
+        if st is None:
+            lines.append(f"| {comp.id} | {names} | - | 0 | 0 | 0 | - | 0 | 0 | - |")
+            continue
+        top = ", ".join(f"{code} {n}" for code, n in sorted(st.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
+        short = " (budget spent)" if st.out_of_budget else ""
+        lines.append(f"| {comp.id} | {names} | {st.target if st.target is not None else '-'}{short} | {st.kept} | "
+                     f"{st.tried} | {st.rounds} | {st.yield_rate:.0%} | {st.dropped} | {st.failed} | {top or '-'} |")
     lines += ["", "## Drop reasons", ""]
     lines += [f"- `{code}`: {n}" for code, n in sorted(reasons.items())] or ["- none"]
     lines += ["", "## How it was made", "",

@@ -361,7 +361,7 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     index = "".join(lines).encode()
     concepts = json.dumps(concepts_list(config, {st.composition: st.kept for st in stats}), indent=2).encode()
     entry_points = {"metadata.jsonl": index, "concepts_list.json": concepts}
-    entry_points["README.md"] = dataset_card(config, stats)  # the dataset card (tasks/publishing/card.py), listed as they are
+    entry_points["README.md"] = dataset_card(config, stats, uri=resolve(out))  # the dataset card (tasks/publishing/card.py), listed as they are
     # The manifest lists immutable, content-named copies of the index files; the copies at
     # the top (what imagefolder and the training script open) are rewritten after it. So at
     # any moment every file the current manifest lists exists with its hash.
