@@ -160,7 +160,10 @@ def task_seconds(futures: Iterable[PrefectFuture], timeout: float = 10.0) -> dic
             if len(found) >= len(ids) or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
-    return {tr.name: tr.total_run_time.total_seconds() for tr in found.values()}
+    seconds: dict[str, float] = {}
+    for tr in found.values():  # one name per composition and stage, a run per round: summed
+        seconds[tr.name] = seconds.get(tr.name, 0.0) + tr.total_run_time.total_seconds()
+    return seconds
 
 
 def composition_rows(stats: Iterable[CompositionStats], stages: Iterable[str] | None = None,
@@ -188,8 +191,12 @@ def composition_rows(stats: Iterable[CompositionStats], stages: Iterable[str] | 
     rows = [
         {
             "composition": st.composition,
-            "planned": st.planned,
+            "planned": st.tried,  # every round's samples (attempts)
             "kept": st.kept,
+            "target": st.target,  # kept images asked for (tasks/targets.py); none: no target
+            "rounds": st.rounds,
+            "yield": st.yield_rate,
+            "out of budget": st.out_of_budget,
             "dropped": st.dropped,
             "failed": st.failed,
             **{f"reason {code}": st.reasons.get(code, 0) for code in reasons},
@@ -203,6 +210,10 @@ def composition_rows(stats: Iterable[CompositionStats], stages: Iterable[str] | 
             continue
         values = [r[col] for r in rows if r[col] is not None]
         total[col] = round(sum(values), 2) if values else None
+    if rows:  # not sums: the dataset's yield, and whether any composition ran out of budget
+        total["yield"] = round(sum(st.kept + st.unused for st in stats) / max(1, sum(st.tried for st in stats)), 3)
+        total["out of budget"] = any(st.out_of_budget for st in stats)
+        total["rounds"] = max(st.rounds for st in stats)
     for stage, value in per_dataset.items():
         if value is not None:
             total[f"{stage} s"] = round(value, 2)
@@ -290,6 +301,7 @@ def latest_table(key: str) -> list[dict]:
 
 
 def history_row(manifest: Manifest, run: str) -> dict:
+    attempts = manifest.attempts if manifest.attempts is not None else manifest.planned
     reasons: dict[str, int] = {}
     for st in manifest.compositions:
         for code, n in st.reasons.items():
@@ -298,9 +310,12 @@ def history_row(manifest: Manifest, run: str) -> dict:
         "run": run,
         "created": manifest.created.isoformat(timespec="seconds"),
         "version": manifest.version,
-        "planned": manifest.planned,
+        "planned": attempts,  # every round's samples
         "kept": manifest.kept,
-        "keep rate": round(manifest.kept / manifest.planned, 3) if manifest.planned else 0.0,
+        "keep rate": round(manifest.kept / attempts, 3) if attempts else 0.0,
+        "target": sum(st.target for st in manifest.compositions if st.target is not None) or None,
+        "rounds": max((st.rounds for st in manifest.compositions), default=0),
+        "short": ", ".join(sorted(manifest.short)) or None,
         "dropped": manifest.dropped,
         "failed": manifest.failed,
         **{f"reason {code}": n for code, n in sorted(reasons.items())},
