@@ -19,6 +19,8 @@ vectorised XOR and popcount), so the cost per sample stays small at thousands of
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from gen4gen.infra.errors import BadInput
@@ -53,12 +55,12 @@ def final_hashes(samples: list[Sample], out: str) -> dict[str, int]:
         value = None
         if name in cached:
             try:
-                value = int(read_bytes(uri, limit=64).decode().strip(), 16)
-            except (BadInput, ValueError):
+                value = int(json.loads(read_bytes(uri, limit=256))["phash"], 16)
+            except (BadInput, ValueError, KeyError, TypeError):
                 value = None  # unreadable: hash the image again and rewrite it
         if value is None:
             value = phash(read_image(join(out, s.paths["repaint"])))
-            write_bytes(uri, f"{value:016x}".encode())
+            write_bytes(uri, json.dumps({"phash": f"{value:016x}"}).encode())
         hashes[s.id] = value
     return hashes
 
