@@ -10,7 +10,9 @@ and `--initializer_token` must name our tokens and one-token category words, and
 `gen4gen train`.
 
 Pure: the same recipe and counts give the same bytes (no time, no host), so a rerun or a
-run on another task runner publishes an identical card.
+run on another task runner publishes an identical card. One exception, on purpose: a card
+on S3 names its own place in the command that loads it (`load_command`), since `datasets`
+cannot load an S3 folder by its URI the way it loads a local one.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         "```python",
         *(["import datasets",
            'ds = datasets.load_dataset("path/to/this/folder")["train"]   # or the hub repo it was pushed to']
-          if uri is None or scheme(uri) == "file" else
+          if uri is None or scheme(uri) != "s3" else
           [load_command(uri) + '["train"]', f"# {ENDPOINT_ENV}: the endpoint of an S3-compatible store; "
            "credentials as for any S3 client (AWS_ACCESS_KEY_ID, ...)"]),
         "```",
