@@ -129,7 +129,7 @@ def _main(argv: list[str]) -> int:
     gen.add_argument("config", help="dataset recipe (YAML path or URI)")
     gen.add_argument("--out", help="dataset URI (default: the recipe's run.out)")
     gen.add_argument("--workers", type=int, help="compositions processed side by side")
-    gen.add_argument("--samples", type=int, help="samples per composition (a quick preview)")
+    gen.add_argument("--samples", type=int, help="samples per composition, targets (keep) set aside (a quick preview)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every stage")
     gen.add_argument("--force", action="store_true",
                      help="write into a non-empty folder that is not a dataset, or replace another recipe's dataset")
@@ -427,8 +427,9 @@ def _generate(args: argparse.Namespace) -> int:
             raw["run"]["workers"] = args.workers
         if args.no_cache:
             raw["run"]["cache"] = False
-        if args.samples is not None:
-            raw["compositions"] = [c | {"samples": args.samples} for c in raw["compositions"]]
+        if args.samples is not None:  # a quick preview: N attempts each, targets set aside
+            raw["compositions"] = [c | {"samples": args.samples, "keep": None} for c in raw["compositions"]]
+            raw["keep"] = None
         config = validate(raw, f"{args.config} (with the command line's values)")
         check_output(config.out)
         from gen4gen.flows.checks import check_stages

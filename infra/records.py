@@ -119,9 +119,9 @@ class Composition(Record):
     id: SafeId
     concepts: list[SafeId]
     samples: int = Field(default=8, ge=1, le=10_000)
-    # Targets (tasks/targets.py): ask for kept images, not attempts. With `keep`, `samples`
-    # (when given) is only the first round's size; rounds top up until `keep` are kept or
-    # `max_samples` were planned. None: the recipe's default (DatasetConfig.keep, ...).
+    # Targets (tasks/targets.py): ask for kept images, not attempts. With `keep`, `samples` is
+    # not used: rounds (the first sized by the recipe's expected_yield) top up until `keep` are
+    # kept or `max_samples` were planned. None: the recipe's default (DatasetConfig.keep, ...).
     keep: int | None = Field(default=None, ge=1, le=10_000, description="kept images wanted")
     max_samples: int | None = Field(
         default=None, ge=1, le=100_000, description="budget: most samples planned for `keep` (default 4 x keep)"

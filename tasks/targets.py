@@ -1,7 +1,7 @@
 """Targets: ask for kept images, not attempts. A composition's `keep: N` is met in rounds.
 
-Round 1 plans enough samples for N at the recipe's `expected_yield` (or `samples`, when the
-composition gives it beside `keep`); each later round plans only the shortfall, at the yield
+Round 1 plans enough samples for N at the recipe's `expected_yield` (a target's composition
+does not use `samples`); each later round plans only the shortfall, at the yield
 measured so far, with a margin (so a round rarely falls a sample or two short and costs a
 round of its own); rounds stop when N are kept or the budget (`max_samples`, default 4 x N)
 is planned. A round plans the next sample indices, so sample ids (index-based, tasks/plan.py)
@@ -48,7 +48,9 @@ def target(config: DatasetConfig, comp: Composition) -> Target:
     if keep is None:
         return Target(None, comp.samples, comp.samples)
     budget = comp.max_samples or config.max_samples or BUDGET_FACTOR * keep
-    first = comp.samples if "samples" in comp.model_fields_set else math.ceil(keep / config.expected_yield)
+    # Not `samples`: a recipe passes through model_dump/validate (the CLI's overrides), after
+    # which every field looks given; the recipe's expected_yield is the one knob.
+    first = math.ceil(keep / config.expected_yield)
     return Target(keep, budget, max(1, min(first, budget)))
 
 

@@ -130,16 +130,17 @@ def test_rounds_plan_the_shortfall_at_the_measured_yield_within_the_budget():
     assert next_round(Target(None, 8, 8), 8, 0) == 0  # no target: one round
 
 
-def test_a_target_sizes_its_first_round_from_the_expected_yield_or_its_samples(tmp_path):
+def test_a_target_sizes_its_first_round_from_the_expected_yield(tmp_path):
     from gen4gen.infra.records import DatasetConfig
 
-    raw = small_recipe(tmp_path)
-    raw["keep"] = 6
-    del raw["compositions"][0]["samples"]
-    raw["compositions"][1]["samples"] = 3
+    raw = small_recipe(tmp_path)  # samples: 2 each, not used where there is a target
+    raw["keep"], raw["expected_yield"] = 6, 0.4
+    raw["compositions"][1] |= {"keep": 3, "max_samples": 5}
     config = DatasetConfig.model_validate(raw)
-    assert target(config, config.compositions[0]) == Target(6, 24, 12)
-    assert target(config, config.compositions[1]) == Target(6, 24, 3)
+    assert target(config, config.compositions[0]) == Target(6, 24, 15)
+    assert target(config, config.compositions[1]) == Target(3, 5, 5)
+    raw.pop("keep")
+    assert target(DatasetConfig.model_validate(raw), config.compositions[0]) == Target(None, 2, 2)
 
 
 # --------------------------------------------------------------------------- near-duplicates
