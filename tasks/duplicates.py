@@ -20,6 +20,7 @@ vectorised XOR and popcount), so the cost per sample stays small at thousands of
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from gen4gen.tasks.stage import STAGES_DIR, committed_names
 
 STAGE = "duplicates"
 CODE = "near_duplicate"
+_SHA = re.compile(r"[0-9a-f]{64}")  # a record's image hash names a cache file: hex only
 HASH = "phash1"  # bump when the hash (function, size) changes: cached hashes are named by it
 
 
@@ -43,7 +45,7 @@ def phash(image) -> int:
 def final_hashes(samples: list[Sample], out: str) -> dict[str, int]:
     """Sample id -> pHash of its final (the repaint stage's image), for the kept samples;
     cached by the final's sha256."""
-    kept = [s for s in samples if s.status == "kept" and s.hashes.get("repaint")]
+    kept = [s for s in samples if s.status == "kept" and _SHA.fullmatch(s.hashes.get("repaint", ""))]
     if not kept:
         return {}
     comp = kept[0].composition
