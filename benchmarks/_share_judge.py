@@ -11,7 +11,8 @@ GOLDEN = 0.6180339887  # spreads the dropped indices evenly: index * GOLDEN mod 
 class ShareJudge(RulesJudge):
     """The rules, then the samples whose index falls in the share dropped (`benchmark_drop`)."""
 
-    def __init__(self, share: float = 0.5, detect_threshold=None, min_similarity=None, vision=None, **thresholds):
+    def __init__(self, share: float = 0.5, detect_threshold=None, min_similarity=None, vision=None,
+                 **thresholds):
         super().__init__(**thresholds)
         self.share = share
 
@@ -20,7 +21,8 @@ class ShareJudge(RulesJudge):
         for item, verdict in zip(items, verdicts):
             index = int(item.image_uri.rsplit("/", 1)[1][:5])  # stage files: {index:05d}-...
             if (index * GOLDEN) % 1 < self.share:
-                verdict.reasons.append(Reason(code="benchmark_drop", stage="filter", detail=f"share {self.share}"))
+                verdict.reasons.append(
+                    Reason(code="benchmark_drop", stage="filter", detail=f"share {self.share}"))
         return verdicts
 
 

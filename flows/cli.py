@@ -129,7 +129,8 @@ def _main(argv: list[str]) -> int:
     gen.add_argument("config", help="dataset recipe (YAML path or URI)")
     gen.add_argument("--out", help="dataset URI (default: the recipe's run.out)")
     gen.add_argument("--workers", type=int, help="compositions processed side by side")
-    gen.add_argument("--samples", type=int, help="samples per composition, targets (keep) set aside (a quick preview)")
+    gen.add_argument("--samples", type=int,
+                     help="samples per composition, targets (keep) set aside (a quick preview)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every stage")
     gen.add_argument("--force", action="store_true",
                      help="write into a non-empty folder that is not a dataset, or replace another recipe's dataset")

@@ -211,7 +211,8 @@ def composition_rows(stats: Iterable[CompositionStats], stages: Iterable[str] | 
         values = [r[col] for r in rows if r[col] is not None]
         total[col] = round(sum(values), 2) if values else None
     if rows:  # not sums: the dataset's yield, and whether any composition ran out of budget
-        total["yield"] = round(sum(st.kept + st.unused for st in stats) / max(1, sum(st.tried for st in stats)), 3)
+        made = sum(st.kept + st.unused for st in stats)
+        total["yield"] = round(made / max(1, sum(st.tried for st in stats)), 3)
         total["out of budget"] = any(st.out_of_budget for st in stats)
         total["rounds"] = max(st.rounds for st in stats)
     for stage, value in per_dataset.items():

@@ -348,8 +348,12 @@ class CompositionStats(Record):
     target: int | None = Field(default=None, description="kept images asked for (keep); none: no target")
     rounds: int = Field(default=1, description="planning rounds run")
     attempts: int | None = Field(default=None, description="samples planned in all rounds (default: planned)")
-    unused: int = Field(default=0, description="kept beyond the target, after its last published sample: not published")
-    out_of_budget: bool = Field(default=False, description="max_samples were planned and the target was not reached")
+    unused: int = Field(
+        default=0, description="kept beyond the target, after its last published sample: not published"
+    )
+    out_of_budget: bool = Field(
+        default=False, description="max_samples were planned and the target was not reached"
+    )
 
     @property
     def tried(self) -> int:
@@ -464,7 +468,8 @@ class NearDuplicateConfig(Record):
 
     enabled: bool = True
     max_distance: int = Field(
-        default=6, ge=0, le=64, description="largest Hamming distance of two 64-bit pHashes that counts as a repeat"
+        default=6, ge=0, le=64,
+        description="largest Hamming distance of two 64-bit pHashes that counts as a repeat",
     )
 
 

@@ -71,7 +71,8 @@ def run_local(config: DatasetConfig, out: str | None = None, refresh: bool = Fal
         sets, size, tally = [], goal.first, None
         while size:  # rounds (tasks/targets.py), as the flow runs them
             start = tally.attempts if tally else 0
-            handed = hand_on(out, PLAN.name, plan_composition(job, own_cutouts(job, cutouts), range(start, start + size)))
+            indices = range(start, start + size)
+            handed = hand_on(out, PLAN.name, plan_composition(job, own_cutouts(job, cutouts), indices))
             for stage, _ in SAMPLE_STAGES:
                 handed = run_set(stage, handed, job)  # what each stage task does
             sets.append(handed)

@@ -74,7 +74,8 @@ class Tally(Record):
 
 def tally_composition(out: str, sets: list[SampleSet], job: Job) -> Tally:
     """Every round's samples of one composition in index order, near-duplicates dropped."""
-    samples: list[Sample] = sorted((s for given in sets for s in take(out, given)), key=lambda s: s.plan.index)
+    samples: list[Sample] = sorted((s for given in sets for s in take(out, given)),
+                                   key=lambda s: s.plan.index)
     seconds: dict[str, float] = {}
     for given in sets:
         for k, v in given.seconds.items():

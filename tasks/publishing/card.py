@@ -67,6 +67,11 @@ def _options(options: dict) -> dict:
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 
 
+def main_reasons(st: CompositionStats, n: int = 3) -> list[tuple[str, int]]:
+    """A composition's most common drop reasons, most first."""
+    return sorted(st.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
 def load_command(uri: str) -> str:
     """Python that loads the version where it is. A local folder: by its path (the card's
     configs). Any fsspec URI (s3://, gs://, ...): its Parquet shards, with `storage_options`
@@ -163,10 +168,10 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         if st is None:
             lines.append(f"| {comp.id} | {names} | - | 0 | 0 | 0 | - | 0 | 0 | - |")
             continue
-        top = ", ".join(f"{code} {n}" for code, n in sorted(st.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3])
-        short = " (budget spent)" if st.out_of_budget else ""
-        lines.append(f"| {comp.id} | {names} | {st.target if st.target is not None else '-'}{short} | {st.kept} | "
-                     f"{st.tried} | {st.rounds} | {st.yield_rate:.0%} | {st.dropped} | {st.failed} | {top or '-'} |")
+        top = ", ".join(f"{code} {n}" for code, n in main_reasons(st))
+        goal = "-" if st.target is None else f"{st.target}" + (" (budget spent)" if st.out_of_budget else "")
+        lines.append(f"| {comp.id} | {names} | {goal} | {st.kept} | {st.tried} | {st.rounds} | "
+                     f"{st.yield_rate:.0%} | {st.dropped} | {st.failed} | {top or '-'} |")
     lines += ["", "## Drop reasons", ""]
     lines += [f"- `{code}`: {n}" for code, n in sorted(reasons.items())] or ["- none"]
     lines += ["", "## How it was made", "",

@@ -36,7 +36,7 @@ from gen4gen.infra.storage import (
 from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manifest, Sample, SampleSet
 from gen4gen.models.segment.weights import as_run, describe_segmenter
 from gen4gen.tasks.publishing import ownership
-from gen4gen.tasks.publishing.card import dataset_card
+from gen4gen.tasks.publishing.card import dataset_card, main_reasons
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import STAGES_DIR, stage_seconds, take
 from gen4gen.tasks.targets import Tally, Target, published_prefix
@@ -409,7 +409,7 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
 
 def short_reason(st: CompositionStats) -> str:
     """Why a composition has fewer kept images than its target: its yield and main drops."""
-    top = sorted(st.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    top = main_reasons(st)
     why = ", ".join(f"{code} {n}" for code, n in top) or "no reasons recorded"
     budget = "budget spent" if st.out_of_budget else "stopped"
     return (f"{st.kept} of {st.target} kept: {budget} after {st.tried} attempts in {st.rounds} rounds "

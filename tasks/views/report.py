@@ -38,6 +38,7 @@ from gen4gen.infra.storage import (
     decode_image, exists, filesystem, join, list_files, local_path, read_bytes, read_input, resolve, sha256,
     signed_url, write_bytes,
 )
+from gen4gen.tasks.publishing.card import main_reasons
 from gen4gen.tasks.publishing.publish import composition_stats, published_path
 from gen4gen.tasks.reader import load_json, read_manifest, read_shard
 from gen4gen.tasks.stage import STAGES_DIR
@@ -691,8 +692,7 @@ def page_view(version, samples, photo_thumbs, changes, agreement, ratings, min_r
             seconds=[st.seconds.get(k, 0) for k in stages_seen],
             target="-" if st.target is None else f"{st.target}" + (" (budget spent)" if st.out_of_budget else ""),
             attempts=st.tried, rounds=st.rounds, yield_rate=_pct(st.kept + st.unused, st.tried),
-            main_reasons=", ".join(f"{code} {n}" for code, n in
-                                   sorted(st.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:3]) or "-",
+            main_reasons=", ".join(f"{code} {n}" for code, n in main_reasons(st)) or "-",
         )
         for st in m.compositions
     ]
