@@ -54,6 +54,7 @@ class RunProgress:
         self.futures: dict[str, list[PrefectFuture]] = {stage: [] for stage in stages}
         self.started = time.perf_counter()
         self.last = 0.0
+        self.settled: set = set()  # task runs whose samples the CLI's bar was told of (once each)
         self.artifact = create_progress_artifact(
             0.0, key=progress_key(config), description=f"{config.name} {config.version}: starting"
         )
@@ -98,7 +99,10 @@ class RunProgress:
             done.wait()
             if done.state.is_completed():
                 handed = done.result()
-                if isinstance(handed, SampleSet):  # a stage task: the CLI's bar, from any runner
+                if isinstance(handed, SampleSet) and done.task_run_id not in self.settled:
+                    # A stage task: the CLI's bar, from any runner; once, though every round's
+                    # wait (tasks/targets.py) sees the earlier rounds' tasks again.
+                    self.settled.add(done.task_run_id)
                     progress.settle(handed.composition, handed.stage, handed.samples)
             self.update()
         self.update(force=True)
