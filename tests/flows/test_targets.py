@@ -61,8 +61,8 @@ def run_counting(raw: dict, out: str):
         stop()
 
 
-def kept_ids(manifest) -> dict[str, list[str]]:
-    return {st.composition: [s.id for s in read_shard(manifest.uri, st) if s.status == "kept"]
+def kept_samples(manifest) -> dict[str, list[Sample]]:
+    return {st.composition: [s for s in read_shard(manifest.uri, st) if s.status == "kept"]
             for st in manifest.compositions}
 
 
@@ -76,7 +76,7 @@ def runs(tmp_path_factory):
         for name, keep in (("first", 20), ("rerun", 20), ("raised", 24), ("lowered", 10)):
             manifest, calls = run_counting(recipe(tmp, keep), out)
             # Read now: a later run with another target publishes other shards.
-            runs[name] = (manifest, calls, kept_ids(manifest))
+            runs[name] = (manifest, calls, kept_samples(manifest))
     finally:
         registry.unregister("filter", "three-in-five")
     return runs
@@ -90,6 +90,17 @@ def test_a_target_is_met_exactly_in_rounds_and_a_rerun_recomputes_nothing(runs):
     assert 40 < st.tried <= 60 and st.kept + st.unused == sum(i % 5 in (1, 3) for i in range(st.tried))
     assert len(kept["cat-mug"]) == 20 and len(st.images) == 20
     assert "cat-mug" not in first.short and first.attempts == sum(s.tried for s in first.compositions)
+    # No near-duplicate pair is published: every pair of kept finals with the same photos
+    # lies more than max_distance bits apart.
+    from gen4gen.tasks.duplicates import final_hashes
+
+    for published in kept.values():
+        hashes = final_hashes(published, first.uri)
+        assert len(hashes) == len(published)
+        for i, a in enumerate(published):
+            for b in published[:i]:
+                if a.plan.photos == b.plan.photos:
+                    assert bin(hashes[a.id] ^ hashes[b.id]).count("1") > 6, (a.id, b.id)
     rerun, calls, _ = runs["rerun"]
     assert calls == [], f"a rerun computed {calls}"
     assert rerun.files == first.files
@@ -109,7 +120,7 @@ def test_a_composition_out_of_budget_is_published_with_what_it_has_and_says_why(
 def test_raising_the_target_adds_samples_and_lowering_it_publishes_the_first_kept(runs):
     (first, _, before), (raised, raised_calls, after), (lowered, lowered_calls, lowest) = (
         runs["first"], runs["raised"], runs["lowered"])
-    before, after = before["cat-mug"], after["cat-mug"]
+    before, after = [s.id for s in before["cat-mug"]], [s.id for s in after["cat-mug"]]
     old = {s.composition: s for s in first.compositions}["cat-mug"].tried
     new = {s.composition: s for s in raised.compositions}["cat-mug"].tried
     assert len(after) == 24 and after[:20] == before
@@ -117,7 +128,7 @@ def test_raising_the_target_adds_samples_and_lowering_it_publishes_the_first_kep
     composite = sum(n for comp, stage, n in raised_calls if stage == "composite")
     assert composite == max(0, new - old) and {c for c, *_ in raised_calls} <= {"cat-mug"}
     assert lowered_calls == []
-    assert lowest["cat-mug"] == before[:10]
+    assert [s.id for s in lowest["cat-mug"]] == before[:10]
     st = {s.composition: s for s in lowered.compositions}["cat-mug"]
     assert st.kept == 10 and len(st.images) == 10
 
