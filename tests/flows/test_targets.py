@@ -115,6 +115,15 @@ def test_a_composition_out_of_budget_is_published_with_what_it_has_and_says_why(
     assert "2 of 10 kept" in why and "budget spent" in why and "test_drop 4" in why and "yield 33%" in why
     card = open(join(first.uri, "README.md").removeprefix("file://")).read()
     assert "| 10 (budget spent) | 2 | 6 | 1 | 33% |" in card
+    # The ...-compositions and ...-history artifacts' rows (infra/artifacts.py).
+    from gen4gen.infra.artifacts import composition_rows, history_row
+
+    rows = {r["composition"]: r for r in composition_rows(first.compositions)}
+    wanted = {"target": 10, "rounds": 1, "planned": 6, "yield": 0.333, "out of budget": True}
+    assert {k: rows["cat-mug-rocket"][k] for k in wanted} == wanted
+    assert rows["cat-mug"]["target"] == 20 and rows["total"]["out of budget"] is True
+    history = history_row(first, "run-1")
+    assert history["short"] == "cat-mug-rocket" and history["target"] == 30 and history["planned"] == first.attempts
 
 
 def test_raising_the_target_adds_samples_and_lowering_it_publishes_the_first_kept(runs):
@@ -225,7 +234,9 @@ def test_the_s3_loading_line_the_cli_prints_loads_the_dataset(s3_server, tmp_pat
     manifest = run_recipe(raw, f"{s3_server}/datasets/demo")
     console = Console(file=io.StringIO(), width=100)
     _summary(console, manifest, 1.0)
-    (line,) = [x for x in console.file.getvalue().splitlines() if "load it:" in x]
+    text = console.file.getvalue()
+    assert "target" in text and "rounds" in text  # the summary's yield columns
+    (line,) = [x for x in text.splitlines() if "load it:" in x]
     command = line.split("load it: ", 1)[1]
     assert command.startswith("import datasets, os; ds = datasets.load_dataset(\"parquet\"")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # the suite's guard; S3 is local here
