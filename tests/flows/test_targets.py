@@ -82,6 +82,7 @@ def runs(tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow  # four flow runs, shared by the module's tests: scheduled first
 def test_a_target_is_met_exactly_in_rounds_and_a_rerun_recomputes_nothing(runs):
     first, _, kept = runs["first"]
     st = {s.composition: s for s in first.compositions}["cat-mug"]
@@ -106,6 +107,7 @@ def test_a_target_is_met_exactly_in_rounds_and_a_rerun_recomputes_nothing(runs):
     assert rerun.files == first.files
 
 
+@pytest.mark.slow
 def test_a_composition_out_of_budget_is_published_with_what_it_has_and_says_why(runs):
     first = runs["first"][0]
     st = {s.composition: s for s in first.compositions}["cat-mug-rocket"]
@@ -126,6 +128,7 @@ def test_a_composition_out_of_budget_is_published_with_what_it_has_and_says_why(
     assert history["short"] == "cat-mug-rocket" and history["target"] == 30 and history["planned"] == first.attempts
 
 
+@pytest.mark.slow
 def test_raising_the_target_adds_samples_and_lowering_it_publishes_the_first_kept(runs):
     (first, _, before), (raised, raised_calls, after), (lowered, lowered_calls, lowest) = (
         runs["first"], runs["raised"], runs["lowered"])
