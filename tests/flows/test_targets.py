@@ -143,6 +143,11 @@ def test_raising_the_target_adds_samples_and_lowering_it_publishes_the_first_kep
     assert [s.id for s in lowest["cat-mug"]] == before[:10]
     st = {s.composition: s for s in lowered.compositions}["cat-mug"]
     assert st.kept == 10 and len(st.images) == 10
+    # The report (the last run's output is still whole): target, kept, attempts, yield, reasons.
+    from gen4gen.tasks.views.report import build_report
+
+    page = build_report(lowered.uri).html
+    assert "short of its target" in page and "10 (budget spent)" in page and "test_drop 4" in page
 
 
 def test_rounds_plan_the_shortfall_at_the_measured_yield_within_the_budget():
