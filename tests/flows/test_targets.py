@@ -146,6 +146,13 @@ def test_raising_the_target_adds_samples_and_lowering_it_publishes_the_first_kep
     # The report (the last run's output is still whole): target, kept, attempts, yield, reasons.
     from gen4gen.tasks.views.report import build_report
 
+    from gen4gen.tasks.publishing.verify import problems
+
+    assert problems(lowered.uri) == []  # `gen4gen verify`: every listed file there, counts add up
+    from pathlib import Path
+
+    folder = Path(lowered.uri.removeprefix("file://"), "cat-mug", "images")
+    assert len(list(folder.glob("*.png"))) == 10  # the images the raised run published are gone
     page = build_report(lowered.uri).html
     assert "short of its target" in page and "10 (budget spent)" in page and "test_drop 4" in page
 
