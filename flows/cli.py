@@ -130,7 +130,8 @@ def _main(argv: list[str]) -> int:
     gen.add_argument("config", help="dataset recipe (YAML path or URI)")
     gen.add_argument("--out", help="dataset URI (default: the recipe's run.out)")
     gen.add_argument("--workers", type=int, help="compositions processed side by side")
-    gen.add_argument("--samples", type=int, help="samples per composition (a quick preview)")
+    gen.add_argument("--samples", type=int,
+                     help="samples per composition, targets (keep) set aside (a quick preview)")
     gen.add_argument("--no-cache", action="store_true", help="recompute every stage")
     gen.add_argument("--force", action="store_true",
                      help="write into a non-empty folder that is not a dataset, or replace another recipe's dataset")
@@ -430,8 +431,9 @@ def _generate(args: argparse.Namespace) -> int:
             raw["run"]["workers"] = args.workers
         if args.no_cache:
             raw["run"]["cache"] = False
-        if args.samples is not None:
-            raw["compositions"] = [c | {"samples": args.samples} for c in raw["compositions"]]
+        if args.samples is not None:  # a quick preview: N attempts each, targets set aside
+            raw["compositions"] = [c | {"samples": args.samples, "keep": None} for c in raw["compositions"]]
+            raw["keep"] = None
         config = validate(raw, f"{args.config} (with the command line's values)")
         check_output(config.out)
         from gen4gen.flows.checks import check_stages
@@ -456,14 +458,25 @@ def _generate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     stages = ("composite", "repaint", "caption", "filter")
-    total = sum(c.samples for c in config.compositions) * len(stages)
+    from gen4gen.tasks.targets import target
+
+    total = sum(target(config, c).first for c in config.compositions) * len(stages)
     start = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     ) as bar:
         job = bar.add_task(f"{config.name}: samples x stages", total=total)
-        stop = progress.listen(lambda comp, stage, n: bar.advance(job, n) if stage in stages else None)
+        # Rounds (tasks/targets.py) add samples as they go: the bar's total grows with them.
+        def advance(comp: str, stage: str, n: int) -> None:
+            if stage == "plan":
+                planned[0] += n
+                bar.update(job, total=max(total, planned[0] * len(stages)))
+            elif stage in stages:
+                bar.advance(job, n)
+
+        planned = [0]
+        stop = progress.listen(advance)
         try:
             manifest = run_generate(config, config.out)
         except KeyboardInterrupt:
@@ -488,16 +501,23 @@ def _summary(console, manifest, seconds: float) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{manifest.dataset} {manifest.version}: {manifest.kept} kept of {manifest.planned}")
-    for col in ("composition", "planned", "kept", "dropped", "failed", "reasons", "seconds"):
+    from gen4gen.tasks.publishing.card import load_command
+
+    attempts = manifest.attempts if manifest.attempts is not None else manifest.planned
+    table = Table(title=f"{manifest.dataset} {manifest.version}: {manifest.kept} kept of {attempts} planned")
+    # planned: every sample planned in every round (attempts); target: `keep` (- without one).
+    for col in ("composition", "planned", "kept", "target", "rounds", "dropped", "failed", "reasons", "seconds"):
         table.add_column(col, justify="right" if col not in ("composition", "reasons") else "left")
     for st in manifest.compositions:
         reasons = ", ".join(f"{k} {v}" for k, v in st.reasons.items()) or "-"
+        target = "-" if st.target is None else str(st.target) + (" (budget spent)" if st.out_of_budget else "")
         table.add_row(
-            st.composition, str(st.planned), str(st.kept), str(st.dropped), str(st.failed), reasons,
-            f"{sum(st.seconds.values()):.1f}",
+            st.composition, str(st.tried), str(st.kept), target, str(st.rounds), str(st.dropped), str(st.failed),
+            reasons, f"{sum(st.seconds.values()):.1f}",
         )
     console.print(table)
+    for comp, why in manifest.short.items():  # published with what it has
+        console.print(f"[yellow]short of its target[/yellow] {escape(comp)}: {escape(why)}", highlight=False)
     for photo, why in manifest.unusable_photos.items():
         console.print(f"[yellow]unusable photo[/yellow] {escape(why)}", highlight=False)
     if manifest.segmenter:  # which segmenter `auto` ran (the manifest and the card say it too)
@@ -506,8 +526,9 @@ def _summary(console, manifest, seconds: float) -> None:
                       highlight=False, markup=False)
     console.print(
         f"wall time {seconds:.1f} s. Dataset: {manifest.uri}\n"
-        f"  load it: datasets.load_dataset('{manifest.uri.removeprefix('file://')}')"
-        "  (the card's Parquet config; 'imagefolder' with data_dir= reads the same rows)",
+        f"  load it: {load_command(manifest.uri)}"
+        + ("  (the card's Parquet config; 'imagefolder' with data_dir= reads the same rows)"
+           if manifest.uri.startswith("file://") else ""),
         highlight=False, markup=False, soft_wrap=True,  # whole lines: a user copies the command
     )
 

@@ -1,8 +1,10 @@
 """The generate flow: a dataset recipe -> a published dataset version. Wiring only.
 
-segment (per concept) -> plan (per composition) -> the declared sample stages, per
-composition: composite -> repaint -> caption -> filter (tasks/stage.py runs each, skipping
-samples already committed) -> [review] -> collect; then publish (manifest last) and the
+segment (per concept) -> rounds of: plan (per composition, the round's sample indices) ->
+the declared sample stages, per composition: composite -> repaint -> caption -> filter
+(tasks/stage.py runs each, skipping samples already committed) -> [review] -> tally (all
+rounds so far, near-duplicates dropped; tasks/targets.py sizes the next round for the
+compositions short of their `keep`) -> collect; then publish (manifest last) and the
 `dataset.published` event. Compositions run side by side on the task runner; a GPU stage
 starts only when the previous GPU stage is done for every composition, so one worker's GPU
 holds one stage's model at a time (all repaints, then captions, then filters).
@@ -35,6 +37,7 @@ from gen4gen.tasks.views.report import read_decisions
 from gen4gen.tasks.views.review import ask_for_decisions, review_task, summary, unknown_ids
 from gen4gen.tasks.segment import SEGMENT, segment_task
 from gen4gen.tasks.stage import take, uses_gpu
+from gen4gen.tasks.targets import Tally, next_round, tally_task, target
 
 PUBLISHED_EVENT = lineage.PUBLISHED_EVENT  # emitted by lineage.announce_dataset
 
@@ -69,7 +72,7 @@ def run_name() -> str:
     return f"{cfg.name}-{cfg.version}-{stamp}"
 
 
-STAGE_ORDER = ["segment", "plan", *(stage.name for stage, _ in SAMPLE_STAGES), "collect", "publish"]
+STAGE_ORDER = ["segment", "plan", *(stage.name for stage, _ in SAMPLE_STAGES), "tally", "collect", "publish"]
 
 
 @flow(name="generate", flow_run_name=run_name, log_prints=True)
@@ -110,26 +113,41 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
     cutouts = {c.id: cuts for c, cuts in zip(cfg.concepts, cut_lists)}
     jobs = stage_jobs(cfg, out, cutouts, refresh)
     plan = plan_task.with_options(**opts)
-    with limits.submitting(cfg.run, PLAN.gpu(cfg)):
-        planned = {c: plan.submit(job, own_cutouts(job, cutouts)) for c, job in jobs.items()}
-    progress.watch("plan", planned)
-    current = planned
-    gate: list = []  # the previous GPU stage's tasks, all compositions
-    for stage, stage_task in SAMPLE_STAGES:
-        run = stage_task.with_options(**opts)
-        on_gpu = stage.gpu(cfg)
-        with limits.submitting(cfg.run, on_gpu):
-            current = {c: run.submit(current[c], jobs[c], wait_for=gate if on_gpu else []) for c in jobs}
-        progress.watch(stage.name, current)
-        if on_gpu:
-            gate = list(current.values())
-    judged = current
-    if cfg.review.mode == "interactive":
-        ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in take(out, f.result())])
-    if ratings is not None:
-        judged = {c: review_task.submit(s, out, ratings, cfg.review.min_rating) for c, s in judged.items()}
-        progress.watch("review", judged)
-    collected = {c: collect_task.submit(s, out) for c, s in judged.items()}
+    # Rounds (tasks/targets.py): each plans the next sample indices of the compositions still
+    # short of their target, runs the stages over them (a GPU stage across all of them before
+    # the next), and tallies every round so far; without targets there is one round.
+    goals = {c: target(cfg, job.composition) for c, job in jobs.items()}
+    todo = {c: goal.first for c, goal in goals.items()}
+    rounds: dict[str, list] = {c: [] for c in jobs}  # composition -> each round's judged set
+    tallies: dict[str, Tally] = {}
+    while todo:
+        with limits.submitting(cfg.run, PLAN.gpu(cfg)):
+            start = {c: tallies[c].attempts if c in tallies else 0 for c in todo}
+            current = {c: plan.submit(jobs[c], own_cutouts(jobs[c], cutouts), range(start[c], start[c] + n))
+                       for c, n in todo.items()}
+        progress.watch("plan", current)
+        gate: list = []  # the previous GPU stage's tasks, all compositions of the round
+        for stage, stage_task in SAMPLE_STAGES:
+            run = stage_task.with_options(**opts)
+            on_gpu = stage.gpu(cfg)
+            with limits.submitting(cfg.run, on_gpu):
+                current = {c: run.submit(current[c], jobs[c], wait_for=gate if on_gpu else []) for c in todo}
+            progress.watch(stage.name, current)
+            if on_gpu:
+                gate = list(current.values())
+        judged = current
+        if cfg.review.mode == "interactive":
+            ratings = ask_for_decisions(cfg, out, [x for f in judged.values() for x in take(out, f.result())])
+        if ratings is not None:
+            judged = {c: review_task.submit(s, out, ratings, cfg.review.min_rating) for c, s in judged.items()}
+            progress.watch("review", judged)
+        for c, f in judged.items():
+            rounds[c].append(f)
+        tallied = {c: tally_task.submit(list(rounds[c]), jobs[c]) for c in todo}
+        tallies.update(zip(tallied, progress.wait(list(tallied.values()), "tally")))
+        todo = {c: n for c in todo if (n := next_round(goals[c], tallies[c].attempts, tallies[c].kept))}
+    log = get_run_logger()
+    collected = {c: collect_task.submit(t, out, goals[c]) for c, t in tallies.items()}
     # Views: a bounded gallery per composition, made from its shard as soon as it is
     # collected (beside the other compositions' work), rebuilt only when its shard changed.
     galleries = [gallery_task.with_options(task_run_name=f"gallery[{c}]").submit(cfg, out, f, jobs[c].cutouts)
@@ -138,11 +156,13 @@ def _generate(cfg: DatasetConfig, out: str, progress: artifacts.RunProgress) -> 
     published = publish_task.with_options(retries=opts["retries"], task_run_name="publish").submit(cfg, out, progress.wait(stats), cutouts)
     progress.watch("publish", [published])
     manifest = published.result()
+    for comp, why in manifest.short.items():  # published with what it has: the run says so
+        log.warning(f"composition {comp}: {why}")
     timed = [f for fs in progress.futures.values() for f in fs]
     artifacts.publish_table(cfg, manifest, STAGE_ORDER, artifacts.task_seconds(timed))
     if ratings is not None:
-        reviewed = [s for f in judged.values() for s in take(out, f.result())]
-        unknown, log = unknown_ids(reviewed, ratings), get_run_logger()
+        reviewed = [s for fs in rounds.values() for f in fs for s in take(out, f.result())]
+        unknown = unknown_ids(reviewed, ratings)
         (log.warning if unknown else log.info)(summary(reviewed, unknown))
 
     for g in galleries:

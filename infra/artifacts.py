@@ -54,6 +54,7 @@ class RunProgress:
         self.futures: dict[str, list[PrefectFuture]] = {stage: [] for stage in stages}
         self.started = time.perf_counter()
         self.last = 0.0
+        self.settled: set = set()  # task runs whose samples the CLI's bar was told of (once each)
         self.artifact = create_progress_artifact(
             0.0, key=progress_key(config), description=f"{config.name} {config.version}: starting"
         )
@@ -98,7 +99,10 @@ class RunProgress:
             done.wait()
             if done.state.is_completed():
                 handed = done.result()
-                if isinstance(handed, SampleSet):  # a stage task: the CLI's bar, from any runner
+                if isinstance(handed, SampleSet) and done.task_run_id not in self.settled:
+                    # A stage task: the CLI's bar, from any runner; once, though every round's
+                    # wait (tasks/targets.py) sees the earlier rounds' tasks again.
+                    self.settled.add(done.task_run_id)
                     progress.settle(handed.composition, handed.stage, handed.samples)
             self.update()
         self.update(force=True)
@@ -160,7 +164,10 @@ def task_seconds(futures: Iterable[PrefectFuture], timeout: float = 10.0) -> dic
             if len(found) >= len(ids) or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
-    return {tr.name: tr.total_run_time.total_seconds() for tr in found.values()}
+    seconds: dict[str, float] = {}
+    for tr in found.values():  # one name per composition and stage, a run per round: summed
+        seconds[tr.name] = seconds.get(tr.name, 0.0) + tr.total_run_time.total_seconds()
+    return seconds
 
 
 def composition_rows(stats: Iterable[CompositionStats], stages: Iterable[str] | None = None,
@@ -188,8 +195,12 @@ def composition_rows(stats: Iterable[CompositionStats], stages: Iterable[str] | 
     rows = [
         {
             "composition": st.composition,
-            "planned": st.planned,
+            "planned": st.tried,  # every round's samples (attempts)
             "kept": st.kept,
+            "target": st.target,  # kept images asked for (tasks/targets.py); none: no target
+            "rounds": st.rounds,
+            "yield": st.yield_rate,
+            "out of budget": st.out_of_budget,
             "dropped": st.dropped,
             "failed": st.failed,
             **{f"reason {code}": st.reasons.get(code, 0) for code in reasons},
@@ -203,6 +214,11 @@ def composition_rows(stats: Iterable[CompositionStats], stages: Iterable[str] | 
             continue
         values = [r[col] for r in rows if r[col] is not None]
         total[col] = round(sum(values), 2) if values else None
+    if rows:  # not sums: the dataset's yield, and whether any composition ran out of budget
+        made = sum(st.kept + st.unused for st in stats)
+        total["yield"] = round(made / max(1, sum(st.tried for st in stats)), 3)
+        total["out of budget"] = any(st.out_of_budget for st in stats)
+        total["rounds"] = max(st.rounds for st in stats)
     for stage, value in per_dataset.items():
         if value is not None:
             total[f"{stage} s"] = round(value, 2)
@@ -290,6 +306,7 @@ def latest_table(key: str) -> list[dict]:
 
 
 def history_row(manifest: Manifest, run: str) -> dict:
+    attempts = manifest.attempts if manifest.attempts is not None else manifest.planned
     reasons: dict[str, int] = {}
     for st in manifest.compositions:
         for code, n in st.reasons.items():
@@ -298,9 +315,12 @@ def history_row(manifest: Manifest, run: str) -> dict:
         "run": run,
         "created": manifest.created.isoformat(timespec="seconds"),
         "version": manifest.version,
-        "planned": manifest.planned,
+        "planned": attempts,  # every round's samples
         "kept": manifest.kept,
-        "keep rate": round(manifest.kept / manifest.planned, 3) if manifest.planned else 0.0,
+        "keep rate": round(manifest.kept / attempts, 3) if attempts else 0.0,
+        "target": sum(st.target for st in manifest.compositions if st.target is not None) or None,
+        "rounds": max((st.rounds for st in manifest.compositions), default=0),
+        "short": ", ".join(sorted(manifest.short)) or None,
         "dropped": manifest.dropped,
         "failed": manifest.failed,
         **{f"reason {code}": n for code, n in sorted(reasons.items())},

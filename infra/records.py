@@ -123,6 +123,13 @@ class Composition(Record):
     id: SafeId
     concepts: list[SafeId]
     samples: int = Field(default=8, ge=1, le=10_000)
+    # Targets (tasks/targets.py): ask for kept images, not attempts. With `keep`, `samples` is
+    # not used: rounds (the first sized by the recipe's expected_yield) top up until `keep` are
+    # kept or `max_samples` were planned. None: the recipe's default (DatasetConfig.keep, ...).
+    keep: int | None = Field(default=None, ge=1, le=10_000, description="kept images wanted")
+    max_samples: int | None = Field(
+        default=None, ge=1, le=100_000, description="budget: most samples planned for `keep` (default 4 x keep)"
+    )
     scenes: list[str] = Field(
         default_factory=list,
         description="background scenes to draw from; empty: the planner picks by category",
@@ -359,6 +366,26 @@ class CompositionStats(Record):
     images: dict[str, str] = Field(
         default_factory=dict, description="published image path (dataset-relative) -> sha256"
     )
+    # Yield (tasks/targets.py). `planned` counts the published prefix of the samples (up to
+    # the target's last kept one); `attempts` every sample planned in every round.
+    target: int | None = Field(default=None, description="kept images asked for (keep); none: no target")
+    rounds: int = Field(default=1, description="planning rounds run")
+    attempts: int | None = Field(default=None, description="samples planned in all rounds (default: planned)")
+    unused: int = Field(
+        default=0, description="kept beyond the target, after its last published sample: not published"
+    )
+    out_of_budget: bool = Field(
+        default=False, description="max_samples were planned and the target was not reached"
+    )
+
+    @property
+    def tried(self) -> int:
+        return self.attempts if self.attempts is not None else self.planned
+
+    @property
+    def yield_rate(self) -> float:
+        """Kept over attempts (the unused kept count: they were made and kept)."""
+        return round((self.kept + self.unused) / self.tried, 3) if self.tried else 0.0
 
 
 class Manifest(Record):
@@ -391,6 +418,10 @@ class Manifest(Record):
     dropped: int
     failed: int
     planned: int
+    attempts: int | None = Field(default=None, description="samples planned in all rounds (default: planned)")
+    short: dict[str, str] = Field(
+        default_factory=dict, description="composition -> why it has fewer kept images than its target"
+    )
 
 
 # --------------------------------------------------------------------------- configs
@@ -481,6 +512,19 @@ class FilterConfig(Record):
         if unknown:
             raise ValueError(f"stages.filter.vision: unknown keys {unknown}; known: clip, owlvit, feature_cache")
         return v
+
+
+class NearDuplicateConfig(Record):
+    """Near-duplicates within a composition (tasks/duplicates.py): a kept final made from
+    the same photos as an earlier kept one, whose perceptual hash lies within `max_distance`
+    bits of it, is dropped (`near_duplicate`). Not a stage setting: changing it recomputes
+    no stage, only the verdicts (from cached hashes)."""
+
+    enabled: bool = True
+    max_distance: int = Field(
+        default=6, ge=0, le=64,
+        description="largest Hamming distance of two 64-bit pHashes that counts as a repeat",
+    )
 
 
 class StagesConfig(Record):
@@ -636,6 +680,13 @@ class DatasetConfig(Record):
     stages: StagesConfig = StagesConfig()
     review: ReviewConfig = ReviewConfig()
     run: RunConfig = RunConfig()
+    # Defaults for the compositions' targets (Composition.keep, max_samples; tasks/targets.py).
+    keep: int | None = Field(default=None, ge=1, le=10_000, description="default kept images per composition")
+    max_samples: int | None = Field(default=None, ge=1, le=100_000, description="default budget per composition")
+    expected_yield: float = Field(
+        default=0.5, gt=0, le=1, description="share of samples expected kept: sizes a target's first round"
+    )
+    near_duplicates: NearDuplicateConfig = NearDuplicateConfig()
 
     @field_validator("concepts")
     @classmethod

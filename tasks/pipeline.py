@@ -20,6 +20,7 @@ from gen4gen.tasks.publishing.publish import collect_composition, publish_datase
 from gen4gen.tasks.repaint import REPAINT, repaint_task
 from gen4gen.tasks.segment import SEGMENT, cutouts_by_photo, segment_concept
 from gen4gen.tasks.stage import Job, hand_on, run_set, take
+from gen4gen.tasks.targets import next_round, tally_composition, target
 
 # The sample stages in the order they run, each with its thin Prefect task.
 SAMPLE_STAGES = ((COMPOSITE, composite_task), (REPAINT, repaint_task), (CAPTION, caption_task), (FILTER, filter_task))
@@ -76,10 +77,18 @@ def run_local(config: DatasetConfig, out: str | None = None, refresh: bool = Fal
     samples: dict[str, list[Sample]] = {}
     stats: list[CompositionStats] = []
     for cid, job in jobs(config, out, cutouts, refresh).items():
-        handed = hand_on(out, PLAN.name, plan_composition(job, own_cutouts(job, cutouts)))
-        for stage, _ in SAMPLE_STAGES:
-            handed = run_set(stage, handed, job)  # what each stage task does
-        samples[cid] = take(out, handed)
-        stats.append(collect_composition(samples[cid], out, handed.seconds))
+        goal = target(config, job.composition)
+        sets, size, tally = [], goal.first, None
+        while size:  # rounds (tasks/targets.py), as the flow runs them
+            start = tally.attempts if tally else 0
+            indices = range(start, start + size)
+            handed = hand_on(out, PLAN.name, plan_composition(job, own_cutouts(job, cutouts), indices))
+            for stage, _ in SAMPLE_STAGES:
+                handed = run_set(stage, handed, job)  # what each stage task does
+            sets.append(handed)
+            tally = tally_composition(out, sets, job)
+            size = next_round(goal, tally.attempts, tally.kept)
+        samples[cid] = take(out, tally.samples)
+        stats.append(collect_composition(samples[cid], out, tally.samples.seconds, goal, tally.rounds))
     manifest = publish_dataset(config, out, stats, cutouts) if publish else None
     return manifest, samples, cutouts

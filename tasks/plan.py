@@ -146,8 +146,10 @@ PLAN = Stage(name=STAGE, family="plan", contract=Planner,
              modules=("gen4gen.tasks.plan", "gen4gen.models.backgrounds"), settings=settings)
 
 
-def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]:
-    """The composition's samples in index order, planned or read back from their records."""
+def plan_composition(job: Job, cutouts: dict[str, list[Cutout]], indices: range | None = None) -> list[Sample]:
+    """The composition's samples in index order, planned or read back from their records:
+    `indices` (a round's, tasks/targets.py), by default the first `samples`."""
+    indices = range(job.composition.samples) if indices is None else indices
     config, comp = job.config, job.composition
     concepts = [config.concept(cid) for cid in comp.concepts]
     base = digest(settings(config, comp), PLAN.code_version(config))
@@ -162,7 +164,7 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
 
     samples: dict[int, Sample] = {}
     todo: list[tuple[int, str, dict[str, Cutout], LayoutRequest, Background | None, Reason | None]] = []
-    for index in range(comp.samples):
+    for index in indices:
         seed = sample_seed(config.seed, comp.id, index)
         rng = np.random.default_rng(seed)
         chosen = {c.id: choose_photo(rng, cutouts[c.id], on_photo=bool(pool)) for c in concepts}
@@ -240,8 +242,8 @@ def plan_composition(job: Job, cutouts: dict[str, list[Cutout]]) -> list[Sample]
             write_bytes(join(job.out, f"{STAGES_DIR}/{comp.id}/{STAGE}/{sample_id}.json"), sample.model_dump_json(exclude={"seconds"}).encode())
             samples[index] = sample
         progress.computed(comp.id, STAGE, len(todo))
-    progress.advance(comp.id, STAGE, comp.samples)
-    return [samples[i] for i in range(comp.samples)]
+    progress.advance(comp.id, STAGE, len(indices))
+    return [samples[i] for i in indices]
 
 
 def stand_on_ground(boxes: list[tuple[int, int, int, int]], ground: Ground) -> tuple[list[tuple[int, int, int, int]], list[int]]:
@@ -276,5 +278,5 @@ def _scenes(job: Job, kinds: list[PlannedObject], base: str, committed: set[str]
 
 
 @task(name="plan", task_run_name="plan[{job.composition.id}]", cache_policy=NO_CACHE, persist_result=False)
-def plan_task(job: Job, cutouts: dict[str, list[Cutout]]) -> SampleSet:
-    return hand_on(job.out, STAGE, plan_composition(job, cutouts))
+def plan_task(job: Job, cutouts: dict[str, list[Cutout]], indices: range | None = None) -> SampleSet:
+    return hand_on(job.out, STAGE, plan_composition(job, cutouts, indices))

@@ -10,7 +10,9 @@ and `--initializer_token` must name our tokens and one-token category words, and
 `gen4gen train`.
 
 Pure: the same recipe and counts give the same bytes (no time, no host), so a rerun or a
-run on another task runner publishes an identical card.
+run on another task runner publishes an identical card. One exception, on purpose: a card
+on S3 names its own place in the command that loads it (`load_command`), since `datasets`
+cannot load an S3 folder by its URI the way it loads a local one.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Sequence
 import yaml
 
 from gen4gen.infra.records import CompositionStats, DatasetConfig, Manifest
-from gen4gen.infra.storage import sha256
+from gen4gen.infra.storage import resolve, scheme, sha256
 from gen4gen.models.segment.weights import as_run, describe_segmenter
 
 BASE_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the paper's base (SD 1.5)
@@ -60,6 +62,27 @@ def initializer_word(category: str) -> str:
 
 def _options(options: dict) -> dict:
     return {k: v for k, v in options.items() if not any(w in k.lower() for w in SECRET_WORDS) or k.endswith("_env")}
+
+
+# Where s3fs finds a non-AWS endpoint (MinIO, moto, ...): the variable botocore reads too.
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+
+
+def main_reasons(st: CompositionStats, n: int = 3) -> list[tuple[str, int]]:
+    """A composition's most common drop reasons, most first."""
+    return sorted(st.reasons.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def load_command(uri: str) -> str:
+    """Python that loads the version where it is. A local folder: by its path (the card's
+    configs). Any fsspec URI (s3://, gs://, ...): its Parquet shards, with `storage_options`
+    from the environment, since `datasets` takes a bare URI for a local folder name."""
+    if scheme(uri) == "file":
+        return f"datasets.load_dataset({resolve(uri).removeprefix('file://')!r})"
+    options = (f'{{"endpoint_url": os.environ.get("{ENDPOINT_ENV}")}}' if scheme(uri) == "s3" else "{}")
+    files = f"{resolve(uri).rstrip('/')}/data/*.parquet"
+    return (f'import datasets, os; ds = datasets.load_dataset("parquet", data_files={files!r}, '
+            f"storage_options={options})")
 
 
 def cutouts_line(config: DatasetConfig) -> str:
@@ -116,7 +139,8 @@ def header(config: DatasetConfig, kept: int) -> dict:
 
 
 def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[CompositionStats],
-                 base_model: str = BASE_MODEL, credits: dict[str, str | None] | None = None) -> bytes:
+                 base_model: str = BASE_MODEL, uri: str | None = None,
+                 credits: dict[str, str | None] | None = None) -> bytes:
     """The card of a version: from its manifest, or (while publishing, before the manifest
     exists) from its compositions' counts; the recipe's hash is the manifest's. `config` is
     the recipe as the run resolved it; one still saying `segment: auto` is resolved here as a
@@ -146,20 +170,31 @@ def dataset_card(config: DatasetConfig, manifest: Manifest | Sequence[Compositio
         f"{kept} images kept of {planned} generated ({100 * kept / planned if planned else 0:.0f}%).",
         "",
         "```python",
-        "import datasets",
-        'ds = datasets.load_dataset("path/to/this/folder")["train"]   # or the hub repo it was pushed to',
+        *(["import datasets",
+           'ds = datasets.load_dataset("path/to/this/folder")["train"]   # or the hub repo it was pushed to']
+          if uri is None or scheme(uri) != "s3" else
+          [load_command(uri) + '["train"]', f"# {ENDPOINT_ENV}: the endpoint of an S3-compatible store; "
+           "credentials as for any S3 client (AWS_ACCESS_KEY_ID, ...)"]),
         "```",
         "",
         "## Compositions",
         "",
-        "| composition | concepts | planned | kept | dropped | failed |",
-        "|---|---|---:|---:|---:|---:|",
+        "Target: kept images asked for (`keep`); attempts: samples planned over its rounds; yield: kept "
+        "over attempts. Near-copies of an earlier kept image are dropped (`near_duplicate`).",
+        "",
+        "| composition | concepts | target | kept | attempts | rounds | yield | dropped | failed | main reasons |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for comp in config.compositions:
         st = by_id.get(comp.id)
         names = ", ".join(f"`{config.concept(c).token}` {config.concept(c).category}" for c in comp.concepts)
-        counts = (st.planned, st.kept, st.dropped, st.failed) if st else (0, 0, 0, 0)
-        lines.append(f"| {comp.id} | {names} | " + " | ".join(map(str, counts)) + " |")
+        if st is None:
+            lines.append(f"| {comp.id} | {names} | - | 0 | 0 | 0 | - | 0 | 0 | - |")
+            continue
+        top = ", ".join(f"{code} {n}" for code, n in main_reasons(st))
+        goal = "-" if st.target is None else f"{st.target}" + (" (budget spent)" if st.out_of_budget else "")
+        lines.append(f"| {comp.id} | {names} | {goal} | {st.kept} | {st.tried} | {st.rounds} | "
+                     f"{st.yield_rate:.0%} | {st.dropped} | {st.failed} | {top or '-'} |")
     lines += ["", "## Drop reasons", ""]
     lines += [f"- `{code}`: {n}" for code, n in sorted(reasons.items())] or ["- none"]
     lines += ["", "## How it was made", "",

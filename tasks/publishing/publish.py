@@ -37,9 +37,10 @@ from gen4gen.infra.records import CompositionStats, Cutout, DatasetConfig, Manif
 from gen4gen.models.segment.weights import as_run, describe_segmenter
 from gen4gen.tasks.publishing import ownership
 from gen4gen.models.backgrounds import attribution
-from gen4gen.tasks.publishing.card import dataset_card
+from gen4gen.tasks.publishing.card import dataset_card, main_reasons
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import STAGES_DIR, stage_seconds, take
+from gen4gen.tasks.targets import Tally, Target, published_prefix
 from gen4gen.tasks.reader import read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
@@ -70,21 +71,30 @@ def published_path(sample: Sample) -> str:
     return f"{sample.composition}/{IMAGES}/{sample.id}-{sample.stage_keys['repaint']}.png"
 
 
-def collect_composition(samples: list[Sample], out: str, seconds: dict[str, float] | None = None) -> CompositionStats:
+def collect_composition(samples: list[Sample], out: str, seconds: dict[str, float] | None = None,
+                        goal: Target | None = None, rounds: int = 1) -> CompositionStats:
     """Write the composition's samples-*.jsonl and count what happened to its samples.
 
+    With a target (`goal.keep`), only the samples up to its last kept one are published
+    (tasks/targets.py: published_prefix); the rest are counted as attempts and `unused`.
     The shard holds no timings (they go to the stats; `seconds`: the stage totals the
     tasks handed on, else summed from the samples), so the same recipe always writes the
     same bytes: a rerun, a resumed run and an uninterrupted run agree exactly.
     """
     composition = samples[0].composition
-    ordered = sorted(samples, key=lambda s: s.plan.index)
+    attempts = len(samples)
+    ordered, unused = published_prefix(samples, goal.keep if goal else None)
     shard = "".join(s.model_dump_json(exclude={"seconds"}) + "\n" for s in ordered).encode()
     # Named by content: a run of another recipe never overwrites a shard that an existing
     # manifest lists.
     shard_path = f"{composition}/samples-{sha256(shard)[:16]}.jsonl"
     write_bytes(join(out, shard_path), shard)
-    return composition_stats(samples, shard_path, sha256(shard), seconds)
+    stats = composition_stats(ordered, shard_path, sha256(shard), seconds)
+    if goal is None or goal.keep is None:
+        return stats.model_copy(update={"rounds": rounds, "attempts": attempts})
+    return stats.model_copy(update={
+        "target": goal.keep, "rounds": rounds, "attempts": attempts, "unused": unused,
+        "out_of_budget": stats.kept < goal.keep and attempts >= goal.budget})
 
 
 def composition_stats(samples: list[Sample], shard: str = "", shard_sha256: str = "",
@@ -353,7 +363,8 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     concepts = json.dumps(concepts_list(config, {st.composition: st.kept for st in stats}), indent=2).encode()
     entry_points = {"metadata.jsonl": index, "concepts_list.json": concepts}
     credits = {p: attribution(p) for bg in config.backgrounds for p in bg.photos}
-    entry_points["README.md"] = dataset_card(config, stats, credits=credits)  # the dataset card (tasks/publishing/card.py), listed as they are
+    # The dataset card (tasks/publishing/card.py), listed as they are.
+    entry_points["README.md"] = dataset_card(config, stats, uri=resolve(out), credits=credits)
     # The manifest lists immutable, content-named copies of the index files; the copies at
     # the top (what imagefolder and the training script open) are rewritten after it. So at
     # any moment every file the current manifest lists exists with its hash.
@@ -383,6 +394,8 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
         dropped=sum(st.dropped for st in stats),
         failed=sum(st.failed for st in stats),
         planned=sum(st.planned for st in stats),
+        attempts=sum(st.tried for st in stats),
+        short={st.composition: short_reason(st) for st in stats if st.target is not None and st.kept < st.target},
         unusable_photos=dict(sorted(unusable.items())),
         flagged_photos=dict(sorted(flagged.items())),
         segmenter=describe_segmenter(config.stages.segment),
@@ -395,6 +408,15 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
         if exists(join(out, rel)):
             remove(join(out, rel))  # an earlier manifest of this dataset listed it
     return manifest
+
+
+def short_reason(st: CompositionStats) -> str:
+    """Why a composition has fewer kept images than its target: its yield and main drops."""
+    top = main_reasons(st)
+    why = ", ".join(f"{code} {n}" for code, n in top) or "no reasons recorded"
+    budget = "budget spent" if st.out_of_budget else "stopped"
+    return (f"{st.kept} of {st.target} kept: {budget} after {st.tried} attempts in {st.rounds} rounds "
+            f"(yield {st.yield_rate:.0%}; main drops: {why})")
 
 
 def _listed_shards(out: str) -> set[str]:
@@ -422,9 +444,9 @@ def remove_unlisted(out: str, manifest: Manifest) -> None:
     ownership.record(out, manifest)
 
 
-@task(name="collect", task_run_name="collect[{samples.composition}]", cache_policy=NO_CACHE, persist_result=False)
-def collect_task(samples: SampleSet, out: str) -> CompositionStats:
-    return collect_composition(take(out, samples), out, samples.seconds)
+@task(name="collect", task_run_name="collect[{tally.samples.composition}]", cache_policy=NO_CACHE, persist_result=False)
+def collect_task(tally: Tally, out: str, goal: Target) -> CompositionStats:
+    return collect_composition(take(out, tally.samples), out, tally.samples.seconds, goal, tally.rounds)
 
 
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)

@@ -39,6 +39,7 @@ from gen4gen.infra.storage import (
     signed_url, write_bytes,
 )
 from gen4gen.models.detect.checks import detections_from_measures
+from gen4gen.tasks.publishing.card import main_reasons
 from gen4gen.tasks.publishing.publish import composition_stats, published_path
 from gen4gen.tasks.reader import load_json, read_manifest, read_shard
 from gen4gen.tasks.stage import STAGES_DIR
@@ -616,6 +617,12 @@ class CompositionRow:
     failed: int
     bar: list[tuple[str, float]]  # (verdict, percent of planned) for the verdicts it has
     seconds: list[float]  # per stage, in PageView.stage_names order
+    # Yield (tasks/targets.py): kept asked for ("-": none), samples planned in all rounds.
+    target: str = "-"
+    attempts: int = 0
+    rounds: int = 1
+    yield_rate: str = ""
+    main_reasons: str = ""
 
 
 @dataclass
@@ -661,6 +668,7 @@ class PageView:
     flagged_photos: list[tuple[str, str]]
     stage_names: list[str]
     compositions: list[CompositionRow]
+    short: list[tuple[str, str]]  # composition -> why it is short of its target (the manifest's)
     concepts: list[ConceptRow]
     reasons: list[ReasonRow]
     changes: ChangesView | None
@@ -691,6 +699,9 @@ def page_view(version, samples, photo_thumbs, changes, agreement, ratings, min_r
             bar=[(cls, 100 * n / st.planned) for cls, n in (("kept", st.kept), ("dropped", st.dropped), ("failed", st.failed))
                  if st.planned and n],
             seconds=[st.seconds.get(k, 0) for k in stages_seen],
+            target="-" if st.target is None else f"{st.target}" + (" (budget spent)" if st.out_of_budget else ""),
+            attempts=st.tried, rounds=st.rounds, yield_rate=_pct(st.kept + st.unused, st.tried),
+            main_reasons=", ".join(f"{code} {n}" for code, n in main_reasons(st)) or "-",
         )
         for st in m.compositions
     ]
@@ -740,7 +751,8 @@ def page_view(version, samples, photo_thumbs, changes, agreement, ratings, min_r
         stats=[("planned", m.planned, ""), ("kept", m.kept, "kept"), ("dropped", m.dropped, "dropped"),
                ("failed", m.failed, "failed"), ("keep rate", _pct(m.kept, m.planned), "")],
         unusable_photos=list(m.unusable_photos.items()), flagged_photos=list(m.flagged_photos.items()),
-        stage_names=stages_seen, compositions=composition_rows, concepts=concept_rows, reasons=reason_rows,
+        stage_names=stages_seen, compositions=composition_rows, short=sorted(m.short.items()),
+        concepts=concept_rows, reasons=reason_rows,
         changes=_changes_view(changes) if changes is not None else None,
         agreement_note=note, composition_ids=comps, verdicts=verdicts,
         photo_styles=[(photo_class[u], t.src) for u, t in photo_thumbs.items() if t.src],

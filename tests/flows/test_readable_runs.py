@@ -58,7 +58,7 @@ def test_the_started_run_is_named_and_holds_its_task_runs_and_artifacts(tmp_path
     rows = json.loads(table) if isinstance(table, str) else table
     assert [r["composition"] for r in rows] == ["cat-mug", "cat-mug-rocket", "total"]
     columns = [c.removesuffix(" s") for c in rows[0] if c.endswith(" s")]
-    assert columns == ["segment", "plan", "composite", "repaint", "caption", "filter", "collect", "publish"]
+    assert columns == ["segment", "plan", "composite", "repaint", "caption", "filter", "tally", "collect", "publish"]
     total = rows[-1]
     assert total["planned"] == manifest.planned and total["kept"] == manifest.kept
     assert all(total[f"{c} s"] is not None and total[f"{c} s"] >= 0 for c in columns)

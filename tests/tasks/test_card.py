@@ -74,7 +74,8 @@ def test_the_body_counts_settings_hash_and_ready_commands(published):
     card = (out / "README.md").read_text()
     _, body = split(card)
     for st in manifest.compositions:
-        assert f"| {st.composition} |" in body and f"| {st.planned} | {st.kept} | {st.dropped} | {st.failed} |" in body
+        assert f"| {st.composition} |" in body
+        assert f"| - | {st.kept} | {st.tried} | {st.rounds} | {st.yield_rate:.0%} | {st.dropped} | {st.failed} |" in body
     for code in {c for st in manifest.compositions for c in st.reasons}:
         assert f"`{code}`" in body
     assert manifest.config_sha256 in body and "repaint: backend `offline`" in body
