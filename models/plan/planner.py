@@ -231,47 +231,43 @@ class OfflinePlanner:
         must lie on ground, and an object its photo cut off enters from that edge: its box
         touches the canvas's edge there (a cut at the bottom: the nearest row)."""
         canvas = ground.side
-        placed: list[tuple[int, int, int, int]] = []
-        order = sorted(range(len(sizes)), key=lambda i: -sizes[i][0] * sizes[i][1])
-        result: dict[int, tuple[int, int, int, int]] = {}
         margin = 0.01 * canvas  # a base this far inside the ground, not on its very edge
-        for i in order:
-            w0, h0 = sizes[i]
+
+        def propose(i: int, w0: int, h0: int):
             cut = cuts[i]
-            for _ in range(self.attempts):
-                bottom = canvas if "bottom" in cut else rng.uniform(ground.horizon + margin, canvas - margin)
-                k = ground.depth_scale(bottom) / MIDDLE_SCALE
-                w, h = max(8, round(w0 * k)), max(8, round(h0 * k))
-                if w > canvas or h > bottom:
-                    continue
-                x = 0 if "left" in cut else canvas - w if "right" in cut else int(round(rng.uniform(0, canvas - w)))
-                if "bottom" not in cut and bottom < ground.top_at(x, x + w) + margin:
-                    continue  # some of the base would stand on the wall or in the sky
-                box = (x, int(round(bottom)) - h, w, h)
-                if all(box_iou(box, other) <= max_iou for other in placed):
-                    placed.append(box)
-                    result[i] = box
-                    break
-            else:
+            bottom = canvas if "bottom" in cut else rng.uniform(ground.horizon + margin, canvas - margin)
+            k = ground.depth_scale(bottom) / MIDDLE_SCALE
+            w, h = max(8, round(w0 * k)), max(8, round(h0 * k))
+            if w > canvas or h > bottom:
                 return None
-        return [result[i] for i in range(len(sizes))]
+            x = 0 if "left" in cut else canvas - w if "right" in cut else int(round(rng.uniform(0, canvas - w)))
+            if "bottom" not in cut and bottom < ground.top_at(x, x + w) + margin:
+                return None  # some of the base would stand on the wall or in the sky
+            return (x, int(round(bottom)) - h, w, h)
+
+        return self._place_each(sizes, max_iou, propose)
 
     def _place(self, sizes, canvas, horizon, max_iou, rng):
+        def propose(i: int, w: int, h: int):
+            # Objects stand on the ground: the bottom edge lies below the horizon.
+            lo_bottom = min(canvas - 1, max(h, horizon + 0.04 * canvas))
+            bottom = rng.uniform(lo_bottom, canvas - 0.02 * canvas) if lo_bottom < canvas * 0.98 else canvas
+            y = int(round(min(bottom, canvas) - h))
+            x = int(round(rng.uniform(0, canvas - w)))
+            return (x, max(0, min(y, canvas - h)), w, h)
+
+        return self._place_each(sizes, max_iou, propose)
+
+    def _place_each(self, sizes, max_iou, propose):
+        """Boxes one object at a time, big ones first (the hardest to fit), each from up to
+        `attempts` of `propose(i, w, h)`'s candidates overlapping the placed ones at most
+        `max_iou`; None when one does not fit. In the objects' order."""
         placed: list[tuple[int, int, int, int]] = []
-        # Big objects first: they are the hardest to fit. Restore the order at the end.
-        order = sorted(range(len(sizes)), key=lambda i: -sizes[i][0] * sizes[i][1])
         result: dict[int, tuple[int, int, int, int]] = {}
-        for i in order:
-            w, h = sizes[i]
+        for i in sorted(range(len(sizes)), key=lambda i: -sizes[i][0] * sizes[i][1]):
             for _ in range(self.attempts):
-                # Objects stand on the ground: the bottom edge lies below the horizon.
-                lo_bottom = min(canvas - 1, max(h, horizon + 0.04 * canvas))
-                bottom = rng.uniform(lo_bottom, canvas - 0.02 * canvas) if lo_bottom < canvas * 0.98 else canvas
-                y = int(round(min(bottom, canvas) - h))
-                x = int(round(rng.uniform(0, canvas - w)))
-                y = max(0, min(y, canvas - h))
-                box = (x, y, w, h)
-                if all(box_iou(box, other) <= max_iou for other in placed):
+                box = propose(i, *sizes[i])
+                if box is not None and all(box_iou(box, other) <= max_iou for other in placed):
                     placed.append(box)
                     result[i] = box
                     break
