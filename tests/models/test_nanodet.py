@@ -307,6 +307,8 @@ def real():
         pytest.skip(f"no real NanoDet weights at {path} (`gen4gen weights fetch nanodet` puts them there)")
     if not detect_weights.present(env={"GEN4GEN_CACHE": REAL_CACHE}).matches:
         pytest.skip(f"{path} was not converted from the pinned files")
+    if not ((REALPHOTOS / "photos").is_dir() and BACKGROUNDS.is_dir()):
+        pytest.skip(f"no real photos at {REALPHOTOS} or {BACKGROUNDS} (../shared beside the repo)")
     return nanodet.NanoDet(str(path), threads=1)
 
 

@@ -221,26 +221,26 @@ def test_a_straight_base_just_above_the_frame_is_a_cut_like_the_frames_own():
     assert placeable(("bottom", "left")) and not placeable(("top",)) and not placeable(("left", "right"))
 
 
-SHARED_DOG = Path(__file__).resolve().parents[2].parent / "shared" / "realphotos" / "photos" / "dog" / "01.jpg"
+DEMO_DOG = Path(__file__).resolve().parents[2] / "configs" / "demo-photos" / "photos" / "dog" / "01.jpg"
 
 
 def test_a_background_photo_with_a_dog_in_it_is_never_used(tmp_path, monkeypatch):
     """The real NanoDet (where `gen4gen weights fetch nanodet` stored it) vets the photos:
-    a lawn with a real dog photo pasted in is left out, the plain lawn is used."""
+    a lawn with the demo's corgi photo in it (an oval of it, as a dog lying on the lawn) is
+    left out, the plain lawn is used."""
     from conftest import REAL_CACHE
     from gen4gen.models.detect import weights as detect_weights
 
     if not detect_weights.weights_path(env={"GEN4GEN_CACHE": REAL_CACHE}).is_file():
         pytest.skip("no NanoDet weights (gen4gen weights fetch nanodet)")
-    if not SHARED_DOG.is_file():
-        pytest.skip(f"no real dog photo at {SHARED_DOG}")
     monkeypatch.setenv("GEN4GEN_CACHE", REAL_CACHE)  # read only: where the fetched detector is
     clean = _photo(tmp_path / "lawn.png", 100, 1)
     lawn = drawn_place(400, 200, seed=2).astype(np.float32)
-    dog = np.asarray(Image.open(SHARED_DOG).convert("RGB").resize((160, 160))).astype(np.float32)
-    mask = np.asarray(Image.open(str(SHARED_DOG).replace("/photos/", "/masks/").replace(".jpg", ".png"))
-                      .convert("L").resize((160, 160)))[..., None] / 255.0
-    lawn[220:380, 100:260] = dog * mask + lawn[220:380, 100:260] * (1 - mask)  # a dog standing on the lawn
+    dog = np.asarray(Image.open(DEMO_DOG).convert("RGB").resize((160, 160))).astype(np.float32)
+    oval = np.zeros((160, 160), np.float32)
+    cv2.ellipse(oval, (80, 80), (58, 75), 0, 0, 360, 1.0, -1)
+    oval = cv2.GaussianBlur(oval, (0, 0), 3)[..., None]
+    lawn[220:380, 100:260] = dog * oval + lawn[220:380, 100:260] * (1 - oval)
     Image.fromarray(lawn.astype(np.uint8)).save(tmp_path / "lawn-dog.png")
     raw = _recipe(tmp_path, [clean, str(tmp_path / "lawn-dog.png")])
     raw["stages"]["segment"] = {"backend": "offline"}
