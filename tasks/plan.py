@@ -33,6 +33,7 @@ from gen4gen.models.contracts import LayoutRequest, PlannedObject, Planner
 from gen4gen.models.plan.planner import category_aspect
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.cutouts import cut_edges, placeable
+from gen4gen.tasks.reader import BACKGROUND_VERDICTS
 from gen4gen.tasks.stage import KEY_LENGTH, STAGES_DIR, Job, Stage, committed_names, hand_on, read_record
 
 STAGE = "plan"
@@ -96,7 +97,7 @@ def vet_pool(job: Job, pool: list[tuple[str, str, float | None]]) -> tuple[list,
             data = read_input(photo)
         except BadInput:
             continue  # the samples on it fail with the photo named (plan_composition)
-        verdict_uri = join(job.out, ".cache", "background",
+        verdict_uri = join(job.out, BACKGROUND_VERDICTS,
                            f"{digest(sha256(data), categories, classes, detector_key)[:KEY_LENGTH]}.json")
         try:
             verdict = json.loads(read_bytes(verdict_uri))

@@ -128,3 +128,29 @@ def read_samples(out: str, path: str, sha: str, composition: str, what: str) -> 
             inside(out, rel, f"{uri}: line {number}: paths.{stage}")
         samples.append(sample)
     return samples
+
+
+BACKGROUND_VERDICTS = ".cache/background"  # tasks/plan.py: vet_pool writes one per photo and detector
+MAX_VERDICT_BYTES = 64 * 2**10
+
+
+def background_verdicts(out: str, photos: set[str]) -> dict[str, str]:
+    """Background photo -> why the class checks left it out, from the verdicts planning kept
+    beside the dataset; only photos of the recipe (`photos`) are named, whatever a file says."""
+    from gen4gen.infra.storage import list_files
+
+    found: dict[str, str] = {}
+    try:
+        uris = list_files(join(out, BACKGROUND_VERDICTS))
+    except (BadInput, FileNotFoundError):
+        return found
+    for uri in uris:
+        if not uri.endswith(".json"):
+            continue
+        try:
+            verdict = load_json(read_bytes(uri, limit=MAX_VERDICT_BYTES), uri)
+        except (BadInput, ValueError):
+            continue  # a damaged verdict is asked again by the next run
+        if isinstance(verdict, dict) and verdict.get("photo") in photos and isinstance(verdict.get("why"), str):
+            found[verdict["photo"]] = verdict["why"]
+    return found

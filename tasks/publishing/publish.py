@@ -41,7 +41,7 @@ from gen4gen.tasks.publishing.card import dataset_card, main_reasons
 from gen4gen.tasks.common import digest
 from gen4gen.tasks.stage import STAGES_DIR, stage_seconds, take
 from gen4gen.tasks.targets import Tally, Target, published_prefix
-from gen4gen.tasks.reader import read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
+from gen4gen.tasks.reader import background_verdicts, read_manifest, read_shard  # noqa: F401 (read_manifest: for callers)
 
 PACKAGES = ("gen4gen", "prefect", "pydantic", "numpy", "pillow", "opencv-python-headless", "scikit-image", "fsspec")
 IMAGES = "images"
@@ -379,6 +379,10 @@ def _publish(config: DatasetConfig, out: str, stats: list[CompositionStats], cut
     unusable = {c.photo: c.error.detail for cuts in cutouts.values() for c in cuts if c.error is not None}
     flagged = {c.photo: "; ".join(f"{f.code}: {f.detail}" for f in c.flags)
                for cuts in cutouts.values() for c in cuts if c.flags}
+    # Background photos the class checks left out (tasks/plan.py: vet_pool), beside them.
+    recipe_backgrounds = {p for bg in config.backgrounds for p in bg.photos}
+    flagged.update({photo: f"background_flagged: {why}"
+                    for photo, why in background_verdicts(out, recipe_backgrounds).items()})
     manifest = Manifest(
         dataset=config.name,
         version=config.version,

@@ -244,7 +244,8 @@ def test_a_background_photo_with_a_dog_in_it_is_never_used(tmp_path, monkeypatch
     Image.fromarray(lawn.astype(np.uint8)).save(tmp_path / "lawn-dog.png")
     raw = _recipe(tmp_path, [clean, str(tmp_path / "lawn-dog.png")])
     raw["stages"]["segment"] = {"backend": "offline"}
-    samples, _ = _run(raw)
-    assert {s.plan.background.photo for s in samples} == {clean}
-    verdicts = list((tmp_path / "out" / ".cache" / "background").glob("*.json"))
-    assert any("dog" in (v.read_text()) for v in verdicts)
+    manifest, samples, _ = run_local(DatasetConfig.model_validate(raw))
+    assert {s.plan.background.photo for s in samples["cat-mug"]} == {clean}
+    # Listed where people look: the manifest's flagged photos, which the report shows.
+    why = manifest.flagged_photos[str(tmp_path / "lawn-dog.png")]
+    assert why.startswith("background_flagged: it holds dog") and clean not in manifest.flagged_photos
