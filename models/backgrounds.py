@@ -73,9 +73,6 @@ class Ground:
         vanish = self.horizon - span * FARTHEST_SCALE / (1.0 - FARTHEST_SCALE)
         return float(np.clip((bottom - vanish) / (self.side - vanish), 0.05, 1.0))
 
-    def lowest_far_row(self) -> int:
-        return self.horizon
-
 
 def cover_crop(rgb: np.ndarray, side: int) -> np.ndarray:
     """The photo scaled to cover a side x side canvas, cropped about its centre."""
