@@ -85,9 +85,24 @@ def cover_crop(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.ascontiguousarray(big[y : y + side, x : x + side])
 
 
-def read_view(uri: str, side: int) -> np.ndarray:
-    """A background photo (bounded, checked read: infra/storage.py) as a side x side canvas."""
-    return cover_crop(read_photo(uri), side)
+def read_view(uri: str, side: int, sha256: str | None = None) -> np.ndarray:
+    """A background photo (bounded, checked read: infra/storage.py) as a side x side canvas,
+    read-only. With the photo's `sha256` (a plan records it) it is decoded once per process
+    for compositing, repainting and filtering alike: the same few photos serve every sample,
+    and a photo changed since keeps no stale view (its digest is another key)."""
+    if sha256 is None:
+        return _frozen(cover_crop(read_photo(uri), side))
+    return _cached_view(uri, side, sha256)
+
+
+@lru_cache(maxsize=16)  # 16 views of 1024 px: 48 MB at most
+def _cached_view(uri: str, side: int, sha256: str) -> np.ndarray:
+    return _frozen(cover_crop(read_photo(uri), side))
+
+
+def _frozen(view: np.ndarray) -> np.ndarray:
+    view.setflags(write=False)  # shared between stages: nobody may paint on it
+    return view
 
 
 MAX_SOURCES_BYTES = 2**20  # an attribution file is small

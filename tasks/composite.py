@@ -209,7 +209,7 @@ def composite_samples(samples: list[Sample], job: Job, model: None = None) -> No
             crop_rgb, crop_mask = cut(read_photo(cutout.photo), read_mask(join(job.out, cutout.mask)), cutout)
             layers.append((box, crop_rgb, crop_mask))
         bg = sample.plan.background
-        view = read_view(bg.photo, sample.plan.canvas) if bg is not None else None
+        view = read_view(bg.photo, sample.plan.canvas, bg.sha256) if bg is not None else None
         cuts = {b.concept: cut_edges(job.cutouts[sample.plan.photos[b.concept]]) for b in sample.plan.boxes}
         image, union, measures = compose(sample.plan.canvas, layers, view, bg.light if bg else 0.0, cuts if bg else None)
         for output, arr in (("composite", image), ("mask", union)):

@@ -39,7 +39,7 @@ def filter_samples(samples: list[Sample], job: Job, model: Judge) -> None:
                 image=read_rgb(join(job.out, s.paths["repaint"])), mask=read_mask(join(job.out, s.paths["mask"])),
                 image_uri=join(job.out, s.paths["repaint"]), concepts=[job.config.concept(c) for c in s.concepts],
                 tokens=s.tokens, caption=s.caption or "", measures=dict(s.measures),
-                backdrop=read_view(s.plan.background.photo, s.plan.canvas) if s.plan.background else None,
+                backdrop=read_view(s.plan.background.photo, s.plan.canvas, s.plan.background.sha256) if s.plan.background else None,
             )
             for s in chunk
         ]

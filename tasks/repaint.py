@@ -36,7 +36,7 @@ def keep_objects(painted: np.ndarray, composite: np.ndarray, mask: np.ndarray) -
 def backdrop(sample: Sample) -> Backdrop | None:
     """The sample's background photo as its canvas, with its light side; None: a scene."""
     bg = sample.plan.background
-    return Backdrop(read_view(bg.photo, sample.plan.canvas), bg.light) if bg is not None else None
+    return Backdrop(read_view(bg.photo, sample.plan.canvas, bg.sha256), bg.light) if bg is not None else None
 
 
 def repaint_samples(samples: list[Sample], job: Job, model: Repainter) -> None:
